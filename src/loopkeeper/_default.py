@@ -1,0 +1,185 @@
+"""The per-process default runner: lazy creation, options, pid check, fork, exit hook.
+
+Owns: the one default runner of this process (created by the first ``get_runner()``,
+usually through ``loopkeeper.submit()``), the options ``configure()`` set for it, and
+the interpreter-exit hook that drains every started runner.
+
+Fork: ``os.register_at_fork`` forgets the parent's default runner in the child, and
+every entry point compares the recorded pid with ``os.getpid()`` as well, because some
+servers (uWSGI) fork without running at-fork hooks.  The lock is re-created in the
+child: a parent thread may have held it at the moment of the fork.
+
+Exit: the hook is registered with ``threading._register_atexit`` after importing
+``concurrent.futures.thread``, so it runs before executors shut down (a plain ``atexit``
+hook runs too late for ``asyncio.to_thread`` and ``sync_to_async``); plain ``atexit`` is
+the fallback where the private function is missing.  It drains each started runner with
+its ``shutdown_timeout``, never raises, and a ``KeyboardInterrupt`` during it (a second
+Ctrl-C) abandons what is left at once.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures.thread  # noqa: F401  its exit hook must be registered before ours
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, TypeVar, overload
+
+from typing_extensions import TypeVarTuple, Unpack
+
+from . import _logging
+from ._handles import ShutdownReport, TaskHandle, cancel_handle
+from ._runner import Runner, live_runners
+
+__all__ = ("cancel", "configure", "get_runner", "shutdown", "submit")
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+
+class _Default:
+    """The default runner's slot in one process."""
+
+    def __init__(self) -> None:
+        self.pid: Final = os.getpid()
+        self.lock: Final = threading.Lock()  # guards the two fields below
+        self.runner: Runner | None = None
+        self.options: dict[str, Any] = {}
+
+
+_state = _Default()  # replaced, never mutated across processes
+
+
+def _current() -> _Default:
+    global _state  # noqa: PLW0603  the one piece of process-global state
+    state = _state
+    if state.pid != os.getpid():
+        state = _state = _Default()
+    return state
+
+
+def _reset_in_child() -> None:
+    global _state  # noqa: PLW0603
+    _state = _Default()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def get_runner() -> Runner:
+    """The default runner of this process, created on first use.  Any thread.
+
+    It starts no thread until the first submit.  Once shut down it stays closed:
+    ``submit()`` raises ``RunnerClosedError``.  In a forked child it is a new runner.
+    """
+    state = _current()
+    runner = state.runner
+    if runner is not None:
+        return runner
+    with state.lock:
+        if state.runner is None:
+            state.runner = Runner(**state.options)
+        return state.runner
+
+
+def configure(**options: Any) -> None:
+    """Set the default runner's options (the keywords of ``Runner``).  Any thread.
+
+    Allowed until the default runner starts its loop thread (the first submit), so call
+    it at start-up, e.g. ``loopkeeper.configure(shutdown_timeout=25, max_pending=50_000)``.
+    Options set earlier are kept unless given again.
+
+    Raises:
+        TypeError, ValueError: an unknown option, or a bad value (nothing changed).
+        RuntimeError: the default runner has already started or was shut down.
+    """
+    state = _current()
+    with state.lock:
+        runner = state.runner
+        if runner is not None and (runner._loop_thread.started or runner._ledger.closed):
+            raise RuntimeError(
+                f"configure(): the default runner {runner.name!r} has already started (or was "
+                "shut down), so its options are fixed; call configure() at start-up, before "
+                "the first submit()"
+            )
+        merged = {**state.options, **options}
+        new = Runner(**merged)  # validates every option
+        state.options = merged
+        state.runner = new
+
+
+@overload
+def submit(
+    func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+    /,
+    *args: Unpack[PosArgsT],
+    name: str | None = None,
+    timeout: float | None = None,
+) -> TaskHandle[T]: ...
+@overload
+def submit(
+    func: Coroutine[Any, Any, T], /, *, name: str | None = None, timeout: float | None = None
+) -> TaskHandle[T]: ...
+@overload
+def submit(
+    func: Callable[[Unpack[PosArgsT]], T],
+    /,
+    *args: Unpack[PosArgsT],
+    name: str | None = None,
+    timeout: float | None = None,
+) -> TaskHandle[T]: ...
+def submit(  # type: ignore[misc]  # mypy cannot match overload 2 (a coroutine) to a TypeVarTuple
+    func: Any, /, *args: Unpack[PosArgsT], name: str | None = None, timeout: float | None = None
+) -> TaskHandle[Any]:
+    """Run ``func`` on the process's default runner; return its handle at once.
+
+    Any thread.  Same as ``get_runner().submit(...)``: see ``Runner.submit``::
+
+        h = loopkeeper.submit(send_welcome_mail, user_id, name="welcome-mail", timeout=30)
+    """
+    return get_runner().submit(func, *args, name=name, timeout=timeout)
+
+
+def cancel(handle: TaskHandle[Any], msg: str | None = None) -> bool:
+    """Cancel a task: same as ``handle.cancel(msg)``.  Any thread.
+
+    Raises:
+        TypeError: ``handle`` is not a ``TaskHandle``.
+    """
+    return cancel_handle(handle, msg)
+
+
+def shutdown(timeout: float | None = None, *, cancel_remaining: bool = True) -> ShutdownReport:
+    """Shut the default runner down now (normally done for you at exit).
+
+    Same as ``get_runner().shutdown(...)``: see ``Runner.shutdown``.  ``timeout=None``
+    uses the default runner's ``shutdown_timeout`` (10 s unless configured).
+    """
+    return get_runner().shutdown(timeout, cancel_remaining=cancel_remaining)
+
+
+def _exit_hook() -> None:
+    """Drain every started runner of this process.  Never raises."""
+    interrupted = False
+    for runner in live_runners():
+        try:
+            if interrupted:  # a second Ctrl-C came: abandon the rest at once
+                runner._shutdown(0.0, False, frozenset())
+            else:  # logs its own report
+                runner._shutdown(runner.shutdown_timeout, True, frozenset())
+        except KeyboardInterrupt:  # noqa: PERF203  runs once per runner, at exit
+            interrupted = True  # that runner's report was made and logged
+        except BaseException as exc:  # noqa: BLE001  an exit hook must not raise
+            _logging.log(_logging.ERROR, "exit_drain_failed", runner=runner.name, exc_info=exc)
+
+
+def _register_exit_hook() -> None:
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # pragma: no cover  (every CPython 3.10-3.13 has it)
+        atexit.register(_exit_hook)
+    else:
+        register(_exit_hook)
+
+
+_register_exit_hook()

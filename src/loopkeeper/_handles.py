@@ -1,0 +1,487 @@
+"""Task handles, their state machine, and the ledger that counts them.
+
+The ``Ledger`` owns one lock.  Under it, and only under it, a handle changes state and
+the counters change with it, so ``submitted == pending + running + succeeded + failed +
+cancelled + abandoned`` holds at every instant, not only when things are quiet.  The
+lock guards bookkeeping only: nobody holds it across user code, a wait or a wake-up.
+
+Who settles a handle: the loop thread when the task ran; the cancelling thread when a
+task is cancelled before it started; shutdown's thread when it abandons a task.  That
+thread then wakes the waiters (blocked threads, coroutines on any loop) and runs the
+done callbacks, in that order, outside the lock.
+
+After ``fork`` a parent's handle in the child changes nothing: ``cancel()`` returns
+False, and waiting for one that is not done raises ``RuntimeError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import enum
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, final
+
+from . import _logging
+from ._errors import TaskAbandonedError
+from ._validation import check_optional_seconds
+from ._waiters import Wake, wait_until_woken
+
+if TYPE_CHECKING:
+    from ._validation import Kind
+
+__all__ = (
+    "Ledger",
+    "RunnerStats",
+    "ShutdownReport",
+    "TaskHandle",
+    "TaskInfo",
+    "TaskState",
+    "cancel_handle",
+)
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life.  The last four are final."""
+
+    PENDING = "pending"  #: accepted, not yet running (queued, or waiting for a slot)
+    RUNNING = "running"  #: its code has started
+    SUCCEEDED = "succeeded"  #: returned a value
+    FAILED = "failed"  #: raised (anything, SystemExit included), or its timeout expired
+    CANCELLED = "cancelled"  #: cancelled before or while running
+    ABANDONED = "abandoned"  #: shutdown left it behind; its outcome will never be known
+
+    def __repr__(self) -> str:
+        return f"TaskState.{self.name}"
+
+
+_NEXT: Final[dict[TaskState, frozenset[TaskState]]] = {
+    TaskState.PENDING: frozenset({TaskState.RUNNING, TaskState.CANCELLED, TaskState.ABANDONED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.ABANDONED}
+    ),
+}  # final states have no entry
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunnerStats:
+    """A consistent snapshot of a runner's counters, taken under its lock.
+
+    ``submitted == pending + running + succeeded + failed + cancelled + abandoned``
+    always holds.  ``rejected`` counts submits refused with ``RunnerClosedError`` or
+    ``OverloadedError`` (bad input is not counted at all).  ``threads`` is the number of
+    worker threads running this runner's jobs now.  ``loop_lag`` is how late, in seconds,
+    the loop thread last ran a callback it had scheduled (0.0 before it started).
+    """
+
+    submitted: int
+    pending: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    abandoned: int
+    rejected: int
+    threads: int
+    loop_lag: float
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """A task that shutdown had to leave behind."""
+
+    id: int
+    name: str
+    state: TaskState  #: its final state: ABANDONED
+    age: float  #: seconds from submit to the moment it was abandoned
+    thread: str | None  #: the thread still running it, or None for a coroutine
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What a shutdown did.  Calling ``shutdown()`` again returns the same report.
+
+    ``completed`` counts unfinished tasks that finished on their own during the drain;
+    ``cancelled`` those the shutdown cancelled; ``abandoned`` names every task it had to
+    leave behind.  ``clean`` is True when it cancelled and abandoned nothing.
+    """
+
+    completed: int
+    cancelled: int
+    abandoned: tuple[TaskInfo, ...]
+    duration: float
+
+    @property
+    def clean(self) -> bool:
+        return self.cancelled == 0 and not self.abandoned
+
+    def __repr__(self) -> str:
+        left = ", ".join(
+            f"{info.id} {info.name!r} ({f'thread {info.thread!r}, ' if info.thread else ''}"
+            f"age {info.age:.1f}s)"
+            for info in self.abandoned
+        )
+        return (
+            f"<ShutdownReport clean={self.clean} completed={self.completed} "
+            f"cancelled={self.cancelled} abandoned=[{left}] duration={self.duration:.3f}s>"
+        )
+
+
+class _Owner(Protocol):
+    """What a handle needs from its runner (the runner implements it)."""
+
+    def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool: ...
+    def _on_loop_thread(self) -> bool: ...
+
+
+_NO_VALUE: Final[Any] = object()
+
+
+@final
+class TaskHandle(Generic[T_co]):
+    """The caller's view of one accepted task: its state, outcome and cancellation.
+
+    Created only by ``submit()``.  Every method is safe from any thread; ``await handle``
+    works from any asyncio loop (the runner's own included) and from trio.  Methods mean
+    what ``concurrent.futures.Future``'s mean.  The repr shows id, name and state, never
+    arguments or results::
+
+        h = loopkeeper.submit(send_mail, 42, name="welcome-mail")
+        h.result(timeout=5)
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_args",
+        "_by_shutdown",
+        "_callbacks",
+        "_cancelling",
+        "_event",
+        "_exc",
+        "_expired",
+        "_func",
+        "_kind",
+        "_ledger",
+        "_owner",
+        "_pid",
+        "_started_at",
+        "_state",
+        "_submitted_at",
+        "_task",
+        "_thread_name",
+        "_timeout",
+        "_value",
+        "_waiters",
+        "id",
+        "name",
+    )
+
+    id: int
+    name: str
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        owner: _Owner,
+        task_id: int,
+        name: str,
+        kind: Kind,
+        func: Any,
+        args: tuple[Any, ...],
+        timeout: float | None,
+    ) -> None:
+        self.id = task_id
+        self.name = name
+        self._ledger = ledger
+        self._owner = owner
+        self._kind = kind
+        self._func: Any = func  # dropped once the task starts or settles
+        self._args: tuple[Any, ...] | None = args
+        self._timeout = timeout
+        self._state = TaskState.PENDING  # changed only by Ledger.move, under the ledger lock
+        self._value: Any = _NO_VALUE
+        self._exc: BaseException | None = None
+        self._event: threading.Event | None = None  # created under the lock by a waiter
+        self._waiters: list[Wake] | None = None  # async waiters, under the lock
+        self._callbacks: list[Callable[[TaskHandle[Any]], object]] | None = None  # under the lock
+        self._submitted_at = time.monotonic()
+        self._started_at = 0.0
+        self._thread_name: str | None = None  # the worker running a sync task
+        self._by_shutdown = False  # cancelled by shutdown (counted in its report)
+        self._cancelling = False  # somebody called cancel() (not the task's own timeout)
+        self._expired = False  # loop thread: the task's own timeout fired
+        self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"<TaskHandle id={self.id} name={self.name!r} state={self._state.name}>"
+
+    @property
+    def state(self) -> TaskState:
+        """The current state (a snapshot: it may change right after you read it)."""
+        return self._state
+
+    def done(self) -> bool:
+        """True once the task is in a final state."""
+        return self._state not in _NEXT
+
+    def cancelled(self) -> bool:
+        """True if the task ended ``CANCELLED``."""
+        return self._state is TaskState.CANCELLED
+
+    def cancel(self, msg: str | None = None) -> bool:
+        """Ask the task to stop.  Any thread.
+
+        A pending task is cancelled at once.  A running coroutine gets
+        ``asyncio.CancelledError`` (with ``msg``) at its next ``await``; a running sync
+        task stays ``RUNNING`` until its thread returns, then becomes ``CANCELLED``.
+
+        Returns:
+            False if the task had already finished, True otherwise.  A coroutine that
+            catches the cancellation and returns ends by its own outcome.
+        """
+        if self._pid != os.getpid() or self.done():
+            return False
+        return self._owner._cancel(self, msg)
+
+    def result(self, timeout: float | None = None) -> T_co:
+        """Block until the task finishes and return its value.  Any thread but the loop's.
+
+        Args:
+            timeout: seconds to wait at most; None waits as long as it takes.
+
+        Raises:
+            TimeoutError: still unfinished after ``timeout`` (the task goes on).
+            concurrent.futures.CancelledError: the task was cancelled.
+            TaskAbandonedError: shutdown left it behind.
+            RuntimeError: called on the runner's loop thread while the task is not done
+                (it would deadlock: ``await handle`` there instead).
+            BaseException: whatever the task raised (``TaskTimeoutError`` if its own
+                timeout expired).
+        """
+        self._wait(timeout)
+        return cast("T_co", self._outcome(concurrent.futures.CancelledError))
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Block like ``result()``; return what the task raised, or None if it succeeded.
+
+        Raises ``TimeoutError``, ``concurrent.futures.CancelledError``,
+        ``TaskAbandonedError`` and ``RuntimeError`` as ``result()`` does.
+        """
+        self._wait(timeout)
+        if self._state is TaskState.FAILED:
+            return self._exc
+        self._outcome(concurrent.futures.CancelledError)
+        return None
+
+    def add_done_callback(self, fn: Callable[[TaskHandle[T_co]], object]) -> None:
+        """Call ``fn(handle)`` once the task is done.
+
+        It runs in the thread that settles the task (the loop thread for tasks that
+        ran), or at once in the caller's thread if the task is already done.  What it
+        raises is logged (``callback_failed``), never propagated.
+        """
+        with self._ledger.lock:
+            if not self.done():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(cast("Callable[[TaskHandle[Any]], object]", fn))
+                return
+        _run_callback(self, fn)
+
+    def __await__(self) -> Generator[Any, None, T_co]:
+        """``await handle``: wait without blocking the awaiting loop; any asyncio loop or trio.
+
+        Cancelling the awaiting coroutine stops the wait, not the task.  A cancelled task
+        raises ``asyncio.CancelledError``.
+        """
+        if not self.done():
+            self._check_process()
+            yield from wait_until_woken(self._add_waiter, self._remove_waiter).__await__()
+        return cast("T_co", self._outcome(asyncio.CancelledError))
+
+    # -- internals -------------------------------------------------------------------
+
+    def _check_process(self) -> None:
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"{self!r} belongs to process {self._pid}, not to this forked child "
+                f"{os.getpid()}; its outcome cannot be known here"
+            )
+
+    def _wait(self, timeout: float | None) -> None:
+        seconds = check_optional_seconds(timeout, param="timeout")
+        if self.done():
+            return
+        self._check_process()
+        if self._owner._on_loop_thread():
+            raise RuntimeError(
+                f"{self!r}: result() and exception() would block the runner's own loop "
+                "thread, which this task needs to finish; use 'await handle' there instead"
+            )
+        with self._ledger.lock:
+            if self.done():
+                return
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        if not event.wait(None if seconds is None or seconds == float("inf") else seconds):
+            raise TimeoutError(
+                f"{self!r} did not finish within timeout={timeout}s of waiting; it goes on"
+            )
+
+    def _add_waiter(self, wake: Wake) -> bool:
+        with self._ledger.lock:
+            if self.done():
+                return False
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(wake)
+            return True
+
+    def _remove_waiter(self, wake: Wake) -> None:
+        with self._ledger.lock:
+            if self._waiters is not None and wake in self._waiters:
+                self._waiters.remove(wake)
+
+    def _outcome(self, cancelled_error: type[BaseException]) -> object:
+        state = self._state
+        if state is TaskState.SUCCEEDED:
+            return self._value
+        if state is TaskState.FAILED:
+            assert self._exc is not None
+            raise self._exc
+        if state is TaskState.CANCELLED:
+            raise cancelled_error(f"{self!r} was cancelled")
+        if state is TaskState.ABANDONED:
+            raise TaskAbandonedError(self.id, self.name)
+        raise AssertionError(f"{self!r} is not done")  # pragma: no cover
+
+
+def cancel_handle(handle: object, msg: str | None) -> bool:
+    """``cancel(handle)``: check the argument, then ``handle.cancel(msg)``."""
+    if not isinstance(handle, TaskHandle):
+        raise TypeError(
+            f"cancel(handle=...): expected a loopkeeper TaskHandle, got an object of type "
+            f"{type(handle).__qualname__}"
+        )
+    return handle.cancel(msg)
+
+
+def _run_callback(handle: TaskHandle[Any], fn: Callable[[TaskHandle[Any]], object]) -> None:
+    try:
+        fn(handle)
+    except BaseException as exc:  # noqa: BLE001  a callback must not break whoever settled
+        _logging.log(
+            _logging.ERROR,
+            "callback_failed",
+            task_id=handle.id,
+            task_name=handle.name,
+            exc_info=exc,
+        )
+
+
+class Ledger:
+    """The runner's accounting: one lock, the counters, and every unfinished task.
+
+    Holds a strong reference to each accepted task until it is final (asyncio keeps only
+    weak ones).  ``closed`` flips once, under the lock, so that no submit can slip in
+    after a shutdown took its manifest.
+    """
+
+    def __init__(self, on_settled_empty: Callable[[], None]) -> None:
+        self.lock = threading.Lock()  # guards every field below, and handle state
+        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self.submitted = 0
+        self.rejected = 0
+        self.unfinished: dict[int, TaskHandle[Any]] = {}
+        self.closed = False
+        self.exempt: frozenset[int] = frozenset()  # tasks a drain does not wait for
+        self.drained = threading.Event()  # set once closed and nothing but exempt is left
+        self._ids = itertools.count(1)
+        self._on_settled_empty = on_settled_empty  # called outside the lock, once
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def close(self, exempt: frozenset[int]) -> list[TaskHandle[Any]]:
+        """Stop accepting; return the manifest of unfinished tasks.  Caller holds no lock."""
+        with self.lock:
+            self.closed = True
+            self.exempt = exempt
+            manifest = list(self.unfinished.values())
+            drained = self.unfinished.keys() <= exempt
+            empty = not self.unfinished
+        if drained:
+            self.drained.set()
+        if empty:
+            self._on_settled_empty()
+        return manifest
+
+    def move(
+        self,
+        handle: TaskHandle[Any],
+        new: TaskState,
+        value: object = None,
+        exc: BaseException | None = None,
+    ) -> bool:
+        """Apply one transition.  Any thread.  False if it is not allowed (already final).
+
+        For a final state, wake the waiters and run the callbacks in this thread.
+        """
+        with self.lock:
+            old = handle._state
+            if new not in _NEXT.get(old, ()):
+                return False
+            handle._state = new
+            self.counts[old] -= 1
+            self.counts[new] += 1
+            if new is TaskState.RUNNING:
+                handle._started_at = time.monotonic()
+                return True
+            handle._value = value
+            handle._exc = exc
+            handle._func = handle._args = None
+            del self.unfinished[handle.id]
+            event, waiters, callbacks = handle._event, handle._waiters, handle._callbacks
+            handle._waiters = handle._callbacks = None
+            drained = self.closed and self.unfinished.keys() <= self.exempt
+            empty = self.closed and not self.unfinished
+        if event is not None:
+            event.set()
+        for wake in waiters or ():
+            wake()
+        for fn in callbacks or ():
+            _run_callback(handle, fn)
+        if drained:
+            self.drained.set()
+        if empty:
+            self._on_settled_empty()
+        return True
+
+    def snapshot(self, threads: int, loop_lag: float) -> RunnerStats:
+        with self.lock:
+            c = self.counts
+            return RunnerStats(
+                submitted=self.submitted,
+                pending=c[TaskState.PENDING],
+                running=c[TaskState.RUNNING],
+                succeeded=c[TaskState.SUCCEEDED],
+                failed=c[TaskState.FAILED],
+                cancelled=c[TaskState.CANCELLED],
+                abandoned=c[TaskState.ABANDONED],
+                rejected=self.rejected,
+                threads=threads,
+                loop_lag=loop_lag,
+            )

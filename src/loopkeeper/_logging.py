@@ -1,0 +1,56 @@
+"""Log lines: the only module that touches structlog or the stdlib ``logging``.
+
+When the application configured structlog (``structlog.is_configured()``), events go
+through its processors as ``event`` plus key-value fields.  When it did not, they go to
+the stdlib logger ``loopkeeper`` (so Django's ``LOGGING``, pytest's ``caplog`` and any
+handler see them) with the fields rendered into the message text, so that even Python's
+last-resort handler (warnings and errors to stderr) shows the task's id and name.  The
+library never configures structlog or logging and adds no handler.
+
+Event names are stable snake_case identifiers, subject then past participle.  Fields
+are task ids, names, states, counts and durations: never a task's arguments or result.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import structlog
+
+__all__ = ("DEBUG", "ERROR", "INFO", "WARNING", "debug_enabled", "log")
+
+DEBUG: Final = logging.DEBUG
+INFO: Final = logging.INFO
+WARNING: Final = logging.WARNING
+ERROR: Final = logging.ERROR
+
+_METHOD: Final = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "error"}
+_stdlib: Final = logging.getLogger("loopkeeper")
+
+
+def debug_enabled() -> bool:
+    """Cheap check before building a DEBUG line on a hot path."""
+    return structlog.is_configured() or _stdlib.isEnabledFor(DEBUG)
+
+
+def log(level: int, event: str, /, *, exc_info: BaseException | None = None, **fields: Any) -> None:
+    """Emit one event.  Any thread; never raises because of logging itself."""
+    if structlog.is_configured():
+        logger = structlog.get_logger("loopkeeper")
+        method = getattr(logger, _METHOD[level])
+        if exc_info is not None:
+            method(event, exc_info=exc_info, **fields)
+        else:
+            method(event, **fields)
+        return
+    if not _stdlib.isEnabledFor(level):
+        return
+    text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+    _stdlib.log(
+        level,
+        text,
+        exc_info=(type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None,
+        extra={"event": event, "loopkeeper": fields},
+        stacklevel=2,
+    )

@@ -1,0 +1,190 @@
+"""The daemon thread and its event loop: start, inbox, stop, join.
+
+Owns: one thread named after its runner, the event loop that thread runs, and an inbox
+through which other threads hand it work.  The loop is created inside the thread
+(``loop_factory`` or ``asyncio.new_event_loop``) and lives until ``request_stop()``.
+
+Inbox: a foreign thread appends to a deque and wakes the loop only when no drain is
+already scheduled, so a burst of N posts costs one ``call_soon_threadsafe`` (one
+self-pipe write), not N.  The deque and the "drain scheduled" flag are guarded by a lock,
+so the scheme holds on free-threaded builds too.
+
+Never dies: a callback that raises ``SystemExit`` or ``KeyboardInterrupt`` escapes
+``run_forever``; the thread logs it and runs the loop again.  Only ``request_stop()``
+ends it.  On the way out it cancels tasks that user code left behind (bounded wait),
+shuts down async generators and closes the loop.
+
+After fork the child never touches this thread's loop (an inherited loop says it is
+running, but no thread drives it): the runner that owns it refuses to work there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final, Generic, TypeVar
+
+from . import _logging
+
+__all__ = ("LoopThread",)
+
+Item = TypeVar("Item")
+
+_HEARTBEAT: Final = 0.5  # seconds between loop-lag samples
+_CLEANUP_WAIT: Final = 1.0  # seconds to let leftover tasks react to cancellation
+
+
+class LoopThread(Generic[Item]):
+    """One event loop on one daemon thread, fed through a coalescing inbox."""
+
+    def __init__(
+        self,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        dispatch: Callable[[list[Item]], None],
+        on_started: Callable[[], None],
+    ) -> None:
+        self._name = name
+        self._loop_factory = loop_factory
+        self._dispatch = dispatch  # loop thread only: handles one drained batch
+        self._on_started = on_started  # loop thread, once, before the first dispatch
+        self._start_lock = threading.Lock()  # serialises start(); held while it waits
+        self._thread: threading.Thread | None = None  # set once, under _start_lock
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None  # set by the loop thread before _ready
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
+        self.ident: int | None = None  # the loop thread's ident, set before _ready
+        self._inbox_lock = threading.Lock()  # guards the two fields below
+        self._inbox: deque[Item] = deque()
+        self._drain_scheduled = False
+        self._stop_requested = False  # written once by request_stop(), read by the loop thread
+        self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def is_current(self) -> bool:
+        """True when called on this loop's own thread."""
+        return threading.get_ident() == self.ident
+
+    def start(self) -> asyncio.AbstractEventLoop:
+        """Start the thread if needed and return its running loop.  Any thread; idempotent.
+
+        Raises:
+            RuntimeError: the thread could not start, or ``loop_factory`` failed (chained).
+        """
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+                self._ready.wait()
+            if self._start_error is not None:
+                raise RuntimeError(
+                    f"the loop thread {self._name!r} could not start its event loop"
+                ) from self._start_error
+            if not self._thread.is_alive() and self._stop_requested is False:
+                raise RuntimeError(f"the loop thread {self._name!r} has died unexpectedly")
+            assert self.loop is not None
+            return self.loop
+
+    def post(self, item: Item) -> None:
+        """Hand ``item`` to the loop thread's dispatcher.  Any thread."""
+        with self._inbox_lock:
+            self._inbox.append(item)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the loop thread soon.  Any thread; a no-op once closed."""
+        loop = self.loop
+        if loop is None:
+            return
+        if self.is_current():
+            loop.call_soon(callback, *args)
+            return
+        with contextlib.suppress(RuntimeError):  # a closed loop runs nothing any more
+            loop.call_soon_threadsafe(callback, *args)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop once it gets to it.  Any thread; idempotent."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        self.call_soon(self._stop_on_loop)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end.  True if it has."""
+        thread = self._thread
+        if thread is None or thread is threading.current_thread():
+            return thread is None
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    # -- loop thread ---------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Loop thread only.  Take everything posted so far and dispatch it."""
+        assert self.is_current()
+        with self._inbox_lock:
+            self._drain_scheduled = False
+            batch = list(self._inbox)
+            self._inbox.clear()
+        self._dispatch(batch)
+
+    def _stop_on_loop(self) -> None:
+        assert self.loop is not None
+        self.loop.stop()
+
+    def _heartbeat(self, expected: float) -> None:
+        assert self.loop is not None
+        now = self.loop.time()
+        self.lag = max(0.0, now - expected)
+        self.loop.call_at(now + _HEARTBEAT, self._heartbeat, now + _HEARTBEAT)
+
+    def _run(self) -> None:
+        try:
+            loop = self._loop_factory() if self._loop_factory else asyncio.new_event_loop()
+        except BaseException as exc:  # noqa: BLE001  reported to start()'s caller
+            self._start_error = exc
+            self._ready.set()
+            return
+        asyncio.set_event_loop(loop)
+        self.loop = loop
+        self.ident = threading.get_ident()
+        loop.call_soon(self._on_started)
+        loop.call_soon(self._ready.set)
+        loop.call_soon(self._heartbeat, loop.time())
+        try:
+            while True:
+                try:
+                    loop.run_forever()
+                except BaseException as exc:  # noqa: BLE001  the loop thread must survive
+                    _logging.log(
+                        _logging.ERROR, "loop_callback_failed", runner=self._name, exc_info=exc
+                    )
+                if self._stop_requested:
+                    break
+        finally:
+            self._close(loop)
+
+    def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            leftovers = asyncio.all_tasks(loop)
+            for task in leftovers:
+                task.cancel()
+            if leftovers:
+                loop.run_until_complete(asyncio.wait(leftovers, timeout=_CLEANUP_WAIT))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except BaseException as exc:  # noqa: BLE001  closing must finish
+            _logging.log(_logging.ERROR, "loop_close_failed", runner=self._name, exc_info=exc)
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()

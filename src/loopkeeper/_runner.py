@@ -1,0 +1,757 @@
+"""Runner: accounting, limits, timeouts, shutdown and the report.
+
+Owns: a ``Ledger`` (the lock, the counters, a strong reference to every unfinished
+task), a ``LoopThread`` (started lazily by the first submit, or by ``start()``) and a
+``WorkerPool`` for sync callables.
+
+Threads: ``submit``, ``cancel``, ``stats``, ``shutdown`` and ``ashutdown`` are safe from
+any thread.  A submit from a foreign thread goes through the loop thread's inbox; from
+the loop thread itself it creates the task directly.  Tasks run on the loop thread, each
+in a fresh ``contextvars.Context`` (never the submitter's); sync callables run in the
+pool and report back to the loop.
+
+Guarantees: every accepted task ends SUCCEEDED, FAILED, CANCELLED or ABANDONED, and is
+counted once; a task that raises anything fails that task, never the loop; a shutdown
+returns within its timeout plus ``GRACE`` even when the loop thread is blocked.
+
+After fork: a runner created in the parent refuses every call in the child
+(``RuntimeError``); the parent's tasks never run there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import inspect
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from types import TracebackType
+from typing import Any, Final, TypeVar, final, overload
+
+from typing_extensions import Self, TypeVarTuple, Unpack
+
+from . import _logging
+from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
+from ._handles import (
+    Ledger,
+    RunnerStats,
+    ShutdownReport,
+    TaskHandle,
+    TaskInfo,
+    TaskState,
+    cancel_handle,
+)
+from ._loop_thread import LoopThread
+from ._threads import WorkerPool
+from ._validation import (
+    Kind,
+    check_callable_option,
+    check_limit,
+    check_name,
+    check_optional_limit,
+    check_optional_seconds,
+    check_seconds,
+    classify,
+    close_if_coroutine,
+    default_name,
+)
+from ._waiters import Wake, wait_until_woken
+
+__all__ = ("GRACE", "Runner", "live_runners")
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+GRACE: Final = 1.0  # seconds a shutdown gives cancelled tasks to end, after its deadline
+_MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
+
+# The task a piece of code runs for.  Every task runs in a fresh Context, so setting it at
+# the start of a task (or of a sync job) makes it task-local.
+_CURRENT: contextvars.ContextVar[TaskHandle[Any] | None] = contextvars.ContextVar(
+    "loopkeeper_current_task", default=None
+)
+
+# Runners whose loop thread runs and that were not shut down yet, in start order, for the
+# exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
+_LIVE: dict[Runner, None] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def live_runners() -> list[Runner]:
+    """The started runners of this process not yet shut down, oldest first."""
+    with _LIVE_LOCK:
+        return [runner for runner in _LIVE if runner._pid == os.getpid()]
+
+
+def _forget_live_runners_in_child() -> None:
+    global _LIVE_LOCK  # noqa: PLW0603  the parent's lock may have been held at fork
+    _LIVE_LOCK = threading.Lock()
+    _LIVE.clear()
+
+
+os.register_at_fork(after_in_child=_forget_live_runners_in_child)
+
+
+def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
+    named = ", ".join(f"{h.id} {h.name!r}" for h in handles[:_MANIFEST_CAP])
+    more = len(handles) - _MANIFEST_CAP
+    return f"{named}, and {more} more" if more > 0 else named
+
+
+def _wait_event(event: threading.Event, deadline: float) -> bool:
+    remaining = deadline - time.monotonic()
+    if remaining == float("inf"):
+        return event.wait()
+    return event.wait(max(0.0, remaining))
+
+
+@final
+class Runner:
+    """An event loop on a daemon thread that runs work submitted from any thread.
+
+    Most code uses the process's default runner through ``loopkeeper.submit()``; an
+    explicit runner suits tests and libraries that want their own limits::
+
+        with loopkeeper.Runner(name="mailer", max_pending=1_000) as runner:
+            runner.submit(send_mail, 42).result(timeout=5)
+
+    Args:
+        name: names the loop thread and its workers (``<name>-worker-N``) and log lines.
+        max_pending: accepted-but-unfinished tasks at most; the next submit raises
+            ``OverloadedError``.
+        max_concurrency: tasks running at once at most (None: no limit); the rest wait,
+            ``PENDING``, in FIFO order.
+        max_threads: worker threads for sync callables at most.
+        shutdown_timeout: seconds ``shutdown()`` waits by default, and the exit drain.
+        loop_factory: makes the event loop (e.g. ``uvloop.new_event_loop``); called on
+            the loop thread.
+
+    Raises:
+        TypeError, ValueError: an option has the wrong type or range.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "loopkeeper",
+        max_pending: int = 10_000,
+        max_concurrency: int | None = None,
+        max_threads: int = 40,
+        shutdown_timeout: float = 10.0,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    ) -> None:
+        checked_name = check_name(name)
+        if not checked_name:
+            raise (TypeError if checked_name is None else ValueError)(
+                f"name: expected a non-empty str, got {name!r}"
+            )
+        self.name: Final = checked_name
+        self.max_pending: Final = check_limit(max_pending, param="max_pending")
+        self.max_concurrency: Final = check_optional_limit(max_concurrency, param="max_concurrency")
+        self.max_threads: Final = check_limit(max_threads, param="max_threads")
+        self.shutdown_timeout: Final = check_seconds(shutdown_timeout, param="shutdown_timeout")
+        self._loop_factory = check_callable_option(loop_factory, param="loop_factory")
+        self._pid = os.getpid()
+        self._ledger = Ledger(on_settled_empty=self._maybe_stop)
+        self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
+            self.name, self._loop_factory, self._dispatch_on_loop, self._on_loop_started
+        )
+        self._pool = WorkerPool(self.name, self.max_threads)
+        self._active = 0  # loop thread only: tasks holding a concurrency slot
+        self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
+        self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
+        self._report: ShutdownReport | None = None  # set once, under _shutdown_lock
+        self._stop_when_drained = False  # set once by shutdown; read by _maybe_stop
+
+    def __repr__(self) -> str:
+        state = (
+            "closed" if self._ledger.closed else "running" if self._loop_thread.started else "idle"
+        )
+        return f"<Runner name={self.name!r} {state}>"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- public API ----------------------------------------------------------------
+
+    @overload
+    def submit(
+        self,
+        func: Callable[[Unpack[PosArgsT]], Coroutine[Any, Any, T]],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def submit(
+        self,
+        func: Coroutine[Any, Any, T],
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> TaskHandle[T]: ...
+
+    @overload
+    def submit(
+        self,
+        func: Callable[[Unpack[PosArgsT]], T],
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> TaskHandle[T]: ...
+
+    def submit(  # type: ignore[misc]  # mypy cannot match overload 2 (a coroutine) to a TypeVarTuple
+        self,
+        func: Any,
+        /,
+        *args: Unpack[PosArgsT],
+        name: str | None = None,
+        timeout: float | None = None,
+    ) -> TaskHandle[Any]:
+        """Accept ``func`` as a task and return its handle at once.  Any thread.
+
+        ``func`` is an ``async def`` function (or a ``functools.partial`` of one), called
+        with ``args`` on the loop; a coroutine object (no ``args``), awaited on the loop;
+        or a plain callable, called with ``args`` in a worker thread (if it returns a
+        coroutine, that is awaited on the loop).  Keyword arguments for ``func`` go
+        through ``functools.partial``.
+
+        Args:
+            name: the task's name in reprs, logs and reports (default: ``func``'s
+                qualified name; never its arguments).
+            timeout: seconds the task may run, counted from when it starts running; when
+                it expires the task is cancelled and ends ``FAILED`` with
+                ``TaskTimeoutError``.
+
+        Returns:
+            The task's ``TaskHandle``.
+
+        Raises:
+            TypeError, ValueError: bad input; nothing was accepted or counted.
+            RunnerClosedError: shutdown has begun; counted as rejected.
+            OverloadedError: ``max_pending`` tasks are unfinished; counted as rejected.
+            RuntimeError: called in a forked child of the process that made this runner,
+                or the loop thread cannot start.
+        """
+        try:
+            kind = classify(func, args)
+            checked_name = check_name(name)
+            seconds = check_optional_seconds(timeout, param="timeout")
+        except BaseException:
+            close_if_coroutine(func)
+            raise
+        if seconds == float("inf"):
+            seconds = None
+        self._check_process(func)
+        ledger = self._ledger
+        loop_thread = self._loop_thread
+        if not loop_thread.started and not ledger.closed:
+            try:
+                self._ensure_started()
+            except BaseException:
+                close_if_coroutine(func)
+                raise
+        error: LoopkeeperError | None = None
+        with ledger.lock:
+            if ledger.closed:
+                ledger.rejected += 1
+                error = RunnerClosedError(self.name)
+            elif len(ledger.unfinished) >= self.max_pending:
+                ledger.rejected += 1
+                error = OverloadedError(self.name, self.max_pending)
+            else:
+                handle: TaskHandle[Any] = TaskHandle(
+                    ledger,
+                    self,
+                    ledger.next_id(),
+                    checked_name if checked_name is not None else default_name(func),
+                    kind,
+                    func,
+                    args,
+                    seconds,
+                )
+                ledger.submitted += 1
+                ledger.counts[TaskState.PENDING] += 1
+                ledger.unfinished[handle.id] = handle
+        if error is not None:
+            close_if_coroutine(func)
+            raise error
+        if _logging.debug_enabled():
+            _logging.log(
+                _logging.DEBUG,
+                "task_submitted",
+                runner=self.name,
+                task_id=handle.id,
+                task_name=handle.name,
+            )
+        if loop_thread.is_current():
+            self._dispatch_on_loop([handle])
+        else:
+            loop_thread.post(handle)
+        return handle
+
+    def cancel(self, handle: TaskHandle[Any], msg: str | None = None) -> bool:
+        """Same as ``handle.cancel(msg)``.  Any thread.
+
+        Raises:
+            TypeError: ``handle`` is not a ``TaskHandle``.
+        """
+        return cancel_handle(handle, msg)
+
+    def start(self) -> None:
+        """Start the loop thread now instead of at the first submit.  Any thread; idempotent.
+
+        Raises:
+            RunnerClosedError: the runner was shut down.
+            RuntimeError: wrong process, or the loop could not start.
+        """
+        self._check_process()
+        if self._ledger.closed:
+            raise RunnerClosedError(self.name)
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._loop_thread.started:
+            self._loop_thread.start()  # re-raises a start failure
+            return
+        with _LIVE_LOCK:
+            _LIVE[self] = None
+        try:
+            self._loop_thread.start()
+        except BaseException:
+            with _LIVE_LOCK:
+                _LIVE.pop(self, None)
+            raise
+        self._maybe_stop()  # a shutdown that raced with this start
+
+    def stats(self) -> RunnerStats:
+        """A consistent snapshot of the counters.  Any thread.
+
+        ``submitted == pending + running + succeeded + failed + cancelled + abandoned``.
+        """
+        self._check_process()
+        return self._ledger.snapshot(self._pool.busy, self._loop_thread.lag)
+
+    def shutdown(
+        self, timeout: float | None = None, *, cancel_remaining: bool = True
+    ) -> ShutdownReport:
+        """Stop accepting, drain, cancel the rest, and report.  Any thread but the loop's.
+
+        Logs the manifest of unfinished tasks first (a warning naming them), waits up to
+        ``timeout`` for them, then cancels what is left and gives it ``GRACE`` (1 s) to
+        end; what still runs then is ``ABANDONED`` and named in the report.  With
+        ``cancel_remaining=False`` nothing is cancelled: what is unfinished at the
+        deadline is reported ``ABANDONED`` at once and left running until the process
+        ends.  Returns within ``timeout + GRACE`` even if the loop thread is blocked.
+        Idempotent: later calls (from any thread) return the first call's report.
+        Called from a sync task of this runner (a worker thread), it does not wait for
+        that task itself.
+
+        Args:
+            timeout: seconds to wait for unfinished tasks (None: ``shutdown_timeout``).
+            cancel_remaining: cancel what is unfinished at the deadline.
+
+        Raises:
+            TypeError, ValueError: bad ``timeout``; nothing changed.
+            RuntimeError: called on the runner's own loop thread (it cannot wait for
+                itself: ``await runner.ashutdown()`` there, or call from another thread),
+                or in a forked child.
+        """
+        seconds = self._check_shutdown_call(timeout)
+        if self._loop_thread.is_current():
+            raise RuntimeError(
+                f"runner {self.name!r}: shutdown() cannot block the runner's own loop thread, "
+                "which the drain needs; use 'await runner.ashutdown()' in a task, or call "
+                "shutdown() from another thread"
+            )
+        return self._shutdown(seconds, cancel_remaining, self._exempt())
+
+    async def ashutdown(
+        self, timeout: float | None = None, *, cancel_remaining: bool = True
+    ) -> ShutdownReport:
+        """``shutdown()`` for async code: waits without blocking the awaiting loop.
+
+        Works from any asyncio loop or trio, the runner's own included: called from one
+        of the runner's tasks it drains the others and does not wait for itself.
+        Cancelling the awaiting coroutine does not stop the shutdown.  Arguments and
+        errors as ``shutdown()``.
+        """
+        seconds = self._check_shutdown_call(timeout)
+        if self._report is not None:
+            return self._report
+        exempt = self._exempt()
+        lock = threading.Lock()
+        outcome: list[ShutdownReport | BaseException] = []  # under lock
+        waiters: list[Wake] = []  # under lock
+
+        def run() -> None:
+            try:
+                result: ShutdownReport | BaseException = self._shutdown(
+                    seconds, cancel_remaining, exempt
+                )
+            except BaseException as exc:  # noqa: BLE001  handed to the awaiting coroutine
+                result = exc
+            with lock:
+                outcome.append(result)
+                wakes = list(waiters)
+            for wake in wakes:
+                wake()
+
+        def register(wake: Wake) -> bool:
+            with lock:
+                if outcome:
+                    return False
+                waiters.append(wake)
+                return True
+
+        def unregister(wake: Wake) -> None:
+            with lock:
+                if wake in waiters:
+                    waiters.remove(wake)
+
+        threading.Thread(target=run, name=f"{self.name}-shutdown", daemon=True).start()
+        await wait_until_woken(register, unregister)
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    # -- handle support (the _Owner protocol) ---------------------------------------
+
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread.is_current()
+
+    def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool:
+        """Any thread.  Cancel a pending task at once; ask a running one to stop."""
+        handle._cancelling = True
+        if handle._state is TaskState.PENDING:
+            func = handle._func
+            if self._ledger.move(handle, TaskState.CANCELLED):
+                close_if_coroutine(func)
+                self._log_cancelled(handle)
+                return True
+        if handle._state is TaskState.RUNNING:
+            self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
+            return True
+        return not handle.done()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _check_process(self, func: object = None) -> None:
+        if self._pid != os.getpid():
+            close_if_coroutine(func)
+            raise RuntimeError(
+                f"runner {self.name!r} belongs to process {self._pid}, not to this forked "
+                f"child {os.getpid()}; create a new Runner here (the default runner is "
+                "replaced automatically)"
+            )
+
+    def _check_shutdown_call(self, timeout: object) -> float:
+        seconds = check_optional_seconds(timeout, param="timeout")
+        self._check_process()
+        return self.shutdown_timeout if seconds is None else seconds
+
+    def _exempt(self) -> frozenset[int]:
+        """The calling task, if it is one of ours: a drain must not wait for itself."""
+        current = _CURRENT.get()
+        if current is not None and current._owner is self:
+            return frozenset({current.id})
+        return frozenset()
+
+    def _log_cancelled(self, handle: TaskHandle[Any]) -> None:
+        _logging.log(
+            _logging.INFO,
+            "task_cancelled",
+            runner=self.name,
+            task_id=handle.id,
+            task_name=handle.name,
+            by_shutdown=handle._by_shutdown,
+        )
+
+    def _on_loop_started(self) -> None:
+        """Loop thread only, once.  Keep one worker for work submitted during exit."""
+        _logging.log(_logging.INFO, "runner_started", runner=self.name)
+        try:
+            self._pool.prestart()
+        except RuntimeError as exc:  # no thread can start now; sync tasks will say so
+            _logging.log(_logging.WARNING, "worker_start_failed", runner=self.name, exc_info=exc)
+
+    def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
+        """Loop thread only.  Start each accepted task, or queue it for a slot."""
+        assert self._loop_thread.is_current()
+        limit = self.max_concurrency
+        for handle in batch:
+            if handle._state is not TaskState.PENDING:
+                continue  # cancelled (or abandoned) before it got here
+            if limit is not None and self._active >= limit:
+                self._waiting.append(handle)
+            else:
+                self._start_on_loop(handle)
+
+    def _start_on_loop(self, handle: TaskHandle[Any]) -> None:
+        """Loop thread only.  Create the task in a fresh context; it holds a slot."""
+        self._active += 1
+        loop = self._loop_thread.loop
+        assert loop is not None
+        contextvars.Context().run(loop.create_task, self._run(handle))
+
+    def _release_slot_on_loop(self) -> None:
+        """Loop thread only.  A task ended: give its slot to the next one waiting."""
+        self._active -= 1
+        waiting = self._waiting
+        while waiting and (self.max_concurrency is None or self._active < self.max_concurrency):
+            handle = waiting.popleft()
+            if handle._state is TaskState.PENDING:
+                self._start_on_loop(handle)
+
+    def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
+        """Loop thread only."""
+        task = handle._task
+        if task is not None and not handle.done():
+            task.cancel(msg)
+
+    async def _run(self, handle: TaskHandle[Any]) -> None:
+        """The task itself, on the loop thread: run, time out, settle, log."""
+        func, args, kind = handle._func, handle._args or (), handle._kind
+        ledger = self._ledger
+        try:
+            if not ledger.move(handle, TaskState.RUNNING):
+                return  # cancelled or abandoned before it started
+            _CURRENT.set(handle)
+            task = asyncio.current_task()
+            assert task is not None
+            handle._task = task
+            handle._func = handle._args = None  # the task owns them now
+            if _logging.debug_enabled():
+                _logging.log(
+                    _logging.DEBUG,
+                    "task_started",
+                    runner=self.name,
+                    task_id=handle.id,
+                    task_name=handle.name,
+                )
+            timer = None
+            if handle._timeout is not None:
+                loop = asyncio.get_running_loop()
+                timer = loop.call_later(handle._timeout, self._expire, handle, task)
+            try:
+                if kind is Kind.ASYNC_FUNCTION:
+                    value = await func(*args)
+                elif kind is Kind.COROUTINE:
+                    value = await func
+                else:
+                    value = await self._run_sync(handle, func, args)
+                    if inspect.iscoroutine(value):
+                        value = await value
+            except asyncio.CancelledError:
+                if handle._expired and not handle._cancelling:
+                    assert handle._timeout is not None
+                    error = TaskTimeoutError(handle.id, handle.name, handle._timeout)
+                    if ledger.move(handle, TaskState.FAILED, exc=error):
+                        _logging.log(
+                            _logging.ERROR,
+                            "task_timed_out",
+                            runner=self.name,
+                            task_id=handle.id,
+                            task_name=handle.name,
+                            timeout=handle._timeout,
+                        )
+                elif ledger.move(handle, TaskState.CANCELLED):
+                    self._log_cancelled(handle)
+            except BaseException as exc:  # noqa: BLE001  a task must not take the loop down
+                if ledger.move(handle, TaskState.FAILED, exc=exc):
+                    _logging.log(
+                        _logging.ERROR,
+                        "task_failed",
+                        runner=self.name,
+                        task_id=handle.id,
+                        task_name=handle.name,
+                        exc_info=exc,
+                    )
+            else:
+                if ledger.move(handle, TaskState.SUCCEEDED, value=value) and (
+                    _logging.debug_enabled()
+                ):
+                    _logging.log(
+                        _logging.DEBUG,
+                        "task_succeeded",
+                        runner=self.name,
+                        task_id=handle.id,
+                        task_name=handle.name,
+                    )
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        finally:
+            handle._task = None
+            self._release_slot_on_loop()
+
+    @staticmethod
+    def _expire(handle: TaskHandle[Any], task: asyncio.Task[Any]) -> None:
+        """Loop thread only.  The task's own timeout fired."""
+        handle._expired = True
+        task.cancel("loopkeeper: task timeout expired")
+
+    async def _run_sync(
+        self, handle: TaskHandle[Any], func: Callable[..., Any], args: tuple[Any, ...]
+    ) -> Any:
+        """Loop thread only.  Run ``func(*args)`` on a worker; stay until it returns.
+
+        If the task is cancelled meanwhile, keep waiting for the thread (a running thread
+        is never reported as stopped), unless the task was abandoned.
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+
+        def settle(outcome: tuple[Any, BaseException | None]) -> None:
+            if not done.done():
+                done.set_result(outcome)
+
+        def job() -> None:
+            handle._thread_name = threading.current_thread().name
+            context = contextvars.Context()
+            context.run(_CURRENT.set, handle)
+            try:
+                outcome: tuple[Any, BaseException | None] = (context.run(func, *args), None)
+            except BaseException as exc:  # noqa: BLE001  reported as the task's failure
+                outcome = (None, exc)
+            handle._thread_name = None
+            with contextlib.suppress(RuntimeError):  # closed loop: the task was abandoned
+                loop.call_soon_threadsafe(settle, outcome)
+
+        self._pool.submit(job)
+        cancelled = False
+        while True:
+            try:
+                value, exc = await asyncio.shield(done)
+                break
+            except asyncio.CancelledError:
+                cancelled = True
+                if handle.done():
+                    raise
+        if cancelled:
+            raise asyncio.CancelledError
+        if exc is not None:
+            raise exc
+        return value
+
+    def _maybe_stop(self) -> None:
+        """Any thread.  Once shutdown allows it and nothing is unfinished, stop the loop."""
+        if self._stop_when_drained and not self._ledger.unfinished:
+            self._loop_thread.request_stop()
+            self._pool.close()
+
+    def _shutdown(
+        self, timeout: float, cancel_remaining: bool, exempt: frozenset[int]
+    ) -> ShutdownReport:
+        """Any thread but the loop's.  The one shutdown; later calls get its report."""
+        with self._shutdown_lock:
+            if self._report is not None:
+                return self._report
+            begun = time.monotonic()
+            ledger = self._ledger
+            manifest = ledger.close(exempt)
+            with _LIVE_LOCK:
+                _LIVE.pop(self, None)
+            waited = [h for h in manifest if h.id not in exempt]
+            if waited:
+                _logging.log(
+                    _logging.WARNING,
+                    "shutdown_started",
+                    runner=self.name,
+                    unfinished=len(waited),
+                    tasks=_describe_tasks(waited),
+                    timeout=timeout,
+                )
+            interrupted = False
+            try:
+                drained = _wait_event(ledger.drained, begun + timeout)
+                if not drained and cancel_remaining:
+                    for handle in waited:
+                        handle._by_shutdown = True
+                        handle.cancel("loopkeeper: shutdown")
+                    _wait_event(ledger.drained, time.monotonic() + GRACE)
+            except KeyboardInterrupt:
+                interrupted = True  # a second Ctrl-C: abandon what is left, now
+            abandoned = self._abandon(waited)
+            report = ShutdownReport(
+                completed=sum(
+                    1
+                    for h in waited
+                    if h._state is not TaskState.ABANDONED
+                    and not (h._by_shutdown and h._state is TaskState.CANCELLED)
+                ),
+                cancelled=sum(
+                    1 for h in waited if h._by_shutdown and h._state is TaskState.CANCELLED
+                ),
+                abandoned=abandoned,
+                duration=time.monotonic() - begun,
+            )
+            self._report = report
+            if cancel_remaining or not abandoned:
+                self._stop_when_drained = True
+                self._maybe_stop()
+                if not exempt:
+                    self._loop_thread.join(
+                        min(GRACE, max(0.0, begun + timeout + GRACE - time.monotonic()))
+                    )
+            self._log_report(report)
+            if interrupted:
+                raise KeyboardInterrupt
+            return report
+
+    def _abandon(self, waited: list[TaskHandle[Any]]) -> tuple[TaskInfo, ...]:
+        """Mark what is still unfinished ABANDONED, and describe it."""
+        now = time.monotonic()
+        infos = []
+        for handle in waited:
+            thread = handle._thread_name
+            func = handle._func
+            if self._ledger.move(handle, TaskState.ABANDONED):
+                close_if_coroutine(func)  # a pending coroutine that will never run
+                infos.append(
+                    TaskInfo(
+                        id=handle.id,
+                        name=handle.name,
+                        state=TaskState.ABANDONED,
+                        age=now - handle._submitted_at,
+                        thread=thread,
+                    )
+                )
+        return tuple(infos)
+
+    def _log_report(self, report: ShutdownReport) -> None:
+        if report.clean:
+            _logging.log(
+                _logging.INFO,
+                "shutdown_completed",
+                runner=self.name,
+                completed=report.completed,
+                duration=round(report.duration, 3),
+            )
+            return
+        _logging.log(
+            _logging.WARNING,
+            "shutdown_incomplete",
+            runner=self.name,
+            completed=report.completed,
+            cancelled=report.cancelled,
+            abandoned=len(report.abandoned),
+            report=repr(report),
+        )

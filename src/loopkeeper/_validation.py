@@ -1,0 +1,171 @@
+"""What ``submit()`` and the constructors accept, and the messages when they don't.
+
+Every check runs before anything is accepted or counted.  Messages name the parameter,
+show what was passed (its type, never its full value: arguments may hold secrets) and
+say what is allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, Final
+
+__all__ = (
+    "Kind",
+    "check_callable_option",
+    "check_limit",
+    "check_name",
+    "check_optional_limit",
+    "check_optional_seconds",
+    "check_seconds",
+    "classify",
+    "close_if_coroutine",
+    "default_name",
+)
+
+_ALLOWED_FUNC: Final = (
+    "an async def function (or a functools.partial of one), a coroutine object, or a plain callable"
+)
+
+
+class Kind(enum.Enum):
+    """How a submitted ``func`` runs."""
+
+    ASYNC_FUNCTION = enum.auto()  # called with args on the loop
+    COROUTINE = enum.auto()  # an unstarted coroutine object, awaited on the loop
+    SYNC = enum.auto()  # called with args in a worker thread
+
+
+def _describe(value: object) -> str:
+    """A short, secret-free description of what was passed: its type, plus a repr for
+    values whose repr cannot hold a secret (None, bools, numbers)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return f"{value!r} ({type(value).__name__})"
+    return f"an object of type {type(value).__qualname__}"
+
+
+def _unwrap(func: object) -> object:
+    while isinstance(func, functools.partial):
+        func = func.func
+    return func
+
+
+def _is_async_callable(func: object) -> bool:
+    if inspect.iscoroutinefunction(func):
+        return True
+    target = _unwrap(func)
+    if inspect.iscoroutinefunction(target):
+        return True
+    # An instance whose __call__ is an async def method.
+    if inspect.isroutine(target) or isinstance(target, type) or not callable(target):
+        return False
+    return inspect.iscoroutinefunction(type(target).__call__)
+
+
+def classify(func: object, args: tuple[object, ...]) -> Kind:
+    """Decide how ``func`` runs, or raise ``TypeError``/``ValueError``.
+
+    A coroutine object that is rejected is closed here (no "never awaited" warning),
+    unless it was already started: then it belongs to whoever started it.
+    """
+    if inspect.iscoroutine(func):
+        state = inspect.getcoroutinestate(func)
+        if state != inspect.CORO_CREATED:
+            what = "closed or finished" if state == inspect.CORO_CLOSED else "already started"
+            raise ValueError(
+                f"submit(func=...): the coroutine {func.__qualname__!r} is {what} "
+                f"(state {state}); pass a fresh coroutine object, or the async function "
+                "itself so loopkeeper can call it"
+            )
+        if args:
+            func.close()
+            raise TypeError(
+                f"submit(func=...): got a coroutine object {func.__qualname__!r} and "
+                f"{len(args)} positional argument(s); arguments are allowed only with a "
+                "function: submit(async_fn, *args) or submit(async_fn(*args))"
+            )
+        return Kind.COROUTINE
+    if inspect.isasyncgen(func) or inspect.isgenerator(func):
+        raise TypeError(
+            f"submit(func=...): got a {'async ' if inspect.isasyncgen(func) else ''}generator "
+            f"object {func.__qualname__!r}; generators are not tasks. Allowed: {_ALLOWED_FUNC}"
+        )
+    if not callable(func):
+        raise TypeError(
+            f"submit(func=...): got {_describe(func)}, which is not callable. "
+            f"Allowed: {_ALLOWED_FUNC}"
+        )
+    target = _unwrap(func)
+    if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
+        kind = "an async generator" if inspect.isasyncgenfunction(target) else "a generator"
+        raise TypeError(
+            f"submit(func=...): {getattr(target, '__qualname__', '?')!r} is {kind} function; "
+            f"its result cannot be awaited as one task. Allowed: {_ALLOWED_FUNC}"
+        )
+    if _is_async_callable(func):
+        return Kind.ASYNC_FUNCTION
+    return Kind.SYNC
+
+
+def default_name(func: object) -> str:
+    """The task's name when none is given: the function's qualified name, never its args."""
+    target = _unwrap(func)
+    name = getattr(target, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    return type(target).__qualname__
+
+
+def check_name(name: object, *, param: str = "name") -> str | None:
+    if name is None or isinstance(name, str):
+        return name
+    raise TypeError(f"{param}: expected a str or None, got {_describe(name)}")
+
+
+def check_optional_seconds(value: object, *, param: str) -> float | None:
+    """A duration in seconds: a real number >= 0 (``inf`` means no limit), or None."""
+    if value is None:
+        return None
+    return check_seconds(value, param=param, allowed="a number of seconds >= 0 or None")
+
+
+def check_seconds(value: object, *, param: str, allowed: str = "a number of seconds >= 0") -> float:
+    """A duration in seconds: a real number >= 0 (``inf`` means no limit)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{param}: expected {allowed}, got {_describe(value)}")
+    seconds = float(value)
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{param}: expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def check_optional_limit(value: object, *, param: str) -> int | None:
+    """A positive whole number, or None for "no limit"."""
+    if value is None:
+        return None
+    return check_limit(value, param=param, allowed="a positive int or None")
+
+
+def check_limit(value: object, *, param: str, allowed: str = "a positive int") -> int:
+    """A positive whole number (a count limit)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{param}: expected {allowed}, got {_describe(value)}")
+    if value <= 0:
+        raise ValueError(f"{param}: expected a positive int, got {value!r}")
+    return value
+
+
+def check_callable_option(value: object, *, param: str) -> Callable[..., Any] | None:
+    if value is None or callable(value):
+        return value
+    raise TypeError(f"{param}: expected a callable or None, got {_describe(value)}")
+
+
+def close_if_coroutine(func: object) -> None:
+    """Close a never-started coroutine that will not run (no "never awaited" warning)."""
+    if inspect.iscoroutine(func) and inspect.getcoroutinestate(func) == inspect.CORO_CREATED:
+        func.close()
