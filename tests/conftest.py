@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -21,3 +23,22 @@ def runner() -> Iterator[loopkeeper.Runner]:
     yield r
     report = r.shutdown(timeout=5)
     assert report.clean, f"test left work behind: {report!r}"
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., None]:
+    """Poll ``predicate`` until it holds, failing the test after ``timeout`` seconds.
+
+    For states that no event announces (a task moving to RUNNING); everything else
+    waits on events.
+    """
+
+    def wait(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        pause = threading.Event()
+        while not predicate():
+            if time.monotonic() > deadline:
+                pytest.fail(f"gave up after {timeout}s waiting for {what or predicate!r}")
+            pause.wait(0.001)
+
+    return wait

@@ -65,7 +65,13 @@ class LoopThread(Generic[Item]):
 
     @property
     def started(self) -> bool:
+        """True once ``start()`` was called (even if the loop is not running yet)."""
         return self._thread is not None
+
+    @property
+    def ready(self) -> bool:
+        """True once the loop runs and accepts posts: the lock-free fast path of ``start()``."""
+        return self._ready.is_set() and self._start_error is None
 
     def is_current(self) -> bool:
         """True when called on this loop's own thread."""

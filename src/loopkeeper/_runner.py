@@ -261,7 +261,7 @@ class Runner:
         self._check_process(func)
         ledger = self._ledger
         loop_thread = self._loop_thread
-        if not loop_thread.started and not ledger.closed:
+        if not loop_thread.ready and not ledger.closed:
             try:
                 self._ensure_started()
             except BaseException:
@@ -327,9 +327,7 @@ class Runner:
         self._ensure_started()
 
     def _ensure_started(self) -> None:
-        if self._loop_thread.started:
-            self._loop_thread.start()  # re-raises a start failure
-            return
+        """Any thread.  Return once the loop runs (start it if needed), or raise."""
         with _LIVE_LOCK:
             _LIVE[self] = None
         try:
