@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import random
 import threading
@@ -97,24 +98,24 @@ def test_stats_add_up_after_a_storm_of_mixed_outcomes(seed: int) -> None:
     with lock:
         snapshot = list(handles)
     for h in snapshot:
-        try:
+        with contextlib.suppress(concurrent.futures.CancelledError):
             h.exception(WAIT)
-        except concurrent.futures.CancelledError:
-            pass
     with lock:
         snapshot = list(handles)  # nested submits have landed by now
     for h in snapshot:
-        try:
+        with contextlib.suppress(concurrent.futures.CancelledError):
             h.exception(WAIT)
-        except concurrent.futures.CancelledError:
-            pass
 
     states = Counter(h.state for h in snapshot)
     stats = runner.stats()
     nested_count = sum(p.count(7) for p in plans)
     assert stats.submitted == SUBMITTERS * PER_THREAD + nested_count == len(snapshot)
     assert stats.submitted == (
-        stats.pending + stats.running + stats.succeeded + stats.failed + stats.cancelled
+        stats.pending
+        + stats.running
+        + stats.succeeded
+        + stats.failed
+        + stats.cancelled
         + stats.abandoned
     ), f"seed {seed}: {stats}"
     assert (stats.pending, stats.running, stats.abandoned, stats.rejected) == (0, 0, 0, 0)

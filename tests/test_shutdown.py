@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import logging
 import threading
 import time
@@ -253,7 +255,7 @@ def test_submit_after_shutdown_raises_runner_closed_error() -> None:
     coro = late()
     with pytest.raises(loopkeeper.RunnerClosedError, match="'closed'"):
         runner.submit(coro)
-    assert coro.cr_frame is None
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
     assert runner.stats().rejected == 1
     assert runner.stats().submitted == 1
 
@@ -359,8 +361,6 @@ def test_context_manager_shuts_down_on_exit() -> None:
 
 def test_an_accepted_task_without_a_reference_still_runs(runner: Runner) -> None:
     """The runner holds every task strongly: dropping the handle loses nothing."""
-    import gc
-
     gate = threading.Event()
     finished = threading.Event()
 
