@@ -1,0 +1,75 @@
+"""The worker pool behind sync tasks: bounded, reused, one worker kept for the exit drain."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from loopkeeper._threads import WorkerPool
+
+WaitUntil = Callable[..., None]
+WAIT = 10.0
+
+
+def _pool_threads(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"{prefix}-worker-")]
+
+
+def _block(gate: threading.Event) -> None:
+    assert gate.wait(WAIT)
+
+
+def test_idle_workers_time_out_but_the_last_one_stays(wait_until: WaitUntil) -> None:
+    """Idle workers exit after idle_timeout, except one, kept for work during interpreter exit."""
+    pool = WorkerPool("idle", max_threads=4, idle_timeout=0.01)
+    gate = threading.Event()
+    started = threading.Barrier(5)
+
+    def job() -> None:
+        started.wait(WAIT)
+        gate.wait(WAIT)
+
+    for _ in range(4):
+        pool.submit(job)
+    started.wait(WAIT)  # four workers exist, all busy
+    assert len(_pool_threads("idle")) == 4
+    gate.set()
+    wait_until(lambda: len(_pool_threads("idle")) == 1, what="idle workers to time out")
+    done = threading.Event()
+    pool.submit(done.set)  # the kept worker still takes work
+    assert done.wait(WAIT)
+    pool.close()
+    wait_until(lambda: not _pool_threads("idle"), what="the last worker to exit")
+
+
+def test_close_lets_queued_jobs_finish_then_refuses_work(wait_until: WaitUntil) -> None:
+    """close() is graceful for what was queued; a submit afterwards raises RuntimeError."""
+    pool = WorkerPool("closing", max_threads=1)
+    gate = threading.Event()
+    ran: list[int] = []
+    pool.submit(lambda: _block(gate))
+    for i in range(3):
+        pool.submit(lambda i=i: ran.append(i))  # type: ignore[misc]  # default binds the loop var
+    pool.close()
+    pool.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.submit(lambda: None)
+    gate.set()
+    wait_until(lambda: ran == [0, 1, 2], what="queued jobs to run")
+    wait_until(lambda: not _pool_threads("closing"), what="workers to exit")
+
+
+def test_busy_counts_only_workers_running_a_job(wait_until: WaitUntil) -> None:
+    """busy is 0 when idle, n while n jobs run."""
+    pool = WorkerPool("busy", max_threads=3)
+    pool.prestart()
+    assert pool.busy == 0
+    gate = threading.Event()
+    for _ in range(3):
+        pool.submit(lambda: _block(gate))
+    wait_until(lambda: pool.busy == 3, what="three busy workers")
+    gate.set()
+    wait_until(lambda: pool.busy == 0, what="workers to be idle again")
+    pool.close()
