@@ -124,7 +124,8 @@ class Runner:
         max_pending: accepted-but-unfinished tasks at most; the next submit raises
             ``OverloadedError``.
         max_concurrency: tasks running at once at most (None: no limit); the rest wait,
-            ``PENDING``, in FIFO order.
+            ``PENDING``, in FIFO order.  A task awaiting another task of this runner
+            keeps its slot meanwhile: if all slots are held that way, nothing runs.
         max_threads: worker threads for sync callables at most.
         shutdown_timeout: seconds ``shutdown()`` waits by default, and the exit drain.
         loop_factory: makes the event loop (e.g. ``uvloop.new_event_loop``); called on
