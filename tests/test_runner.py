@@ -10,7 +10,7 @@ import gc
 import inspect
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -556,3 +556,27 @@ def test_start_is_eager_and_idempotent() -> None:
     assert runner.shutdown(timeout=1).clean
     with pytest.raises(loopkeeper.RunnerClosedError):
         runner.start()
+
+
+def test_a_task_cancelled_by_user_code_before_its_first_step_is_not_lost(runner: Runner) -> None:
+    """User code that cancels every task on the loop may hit a task before it started:
+    it ends CANCELLED (not PENDING forever), its coroutine closed, its slot given back."""
+
+    victims: list[Coroutine[Any, Any, None]] = []
+
+    async def cancel_everything_then_submit() -> loopkeeper.TaskHandle[None]:
+        async def victim() -> None:
+            pass
+
+        victims.append(victim())
+        handle = runner.submit(victims[0])  # created on the loop, not started yet
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        return handle
+
+    victim = runner.submit(cancel_everything_then_submit).result(WAIT)
+    with pytest.raises(concurrent.futures.CancelledError):
+        victim.result(WAIT)
+    assert inspect.getcoroutinestate(victims[0]) == inspect.CORO_CLOSED
+    assert runner.submit(asyncio.sleep, 0, "alive").result(WAIT) == "alive"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import inspect
 import os
 import threading
@@ -508,7 +509,18 @@ class Runner:
         self._active += 1
         loop = self._loop_thread.loop
         assert loop is not None
-        contextvars.Context().run(loop.create_task, self._run(handle))
+        task = contextvars.Context().run(loop.create_task, self._run(handle))
+        task.add_done_callback(functools.partial(self._check_started_on_loop, handle))
+
+    def _check_started_on_loop(self, handle: TaskHandle[Any], task: asyncio.Task[Any]) -> None:
+        """Loop thread only.  A wrapper cancelled before its first step (user code that
+        cancels every task on the loop) never ran its own bookkeeping: do it here."""
+        if handle._state is TaskState.PENDING:
+            func = handle._func
+            if self._ledger.move(handle, TaskState.CANCELLED):
+                close_if_coroutine(func)
+                self._log_cancelled(handle)
+            self._release_slot_on_loop()
 
     def _release_slot_on_loop(self) -> None:
         """Loop thread only.  A task ended: give its slot to the next one waiting."""
