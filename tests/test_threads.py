@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from loopkeeper._threads import WorkerPool
+from loopkeeper._threads import Token, WorkerPool
 
 WaitUntil = Callable[..., None]
 WAIT = 10.0
@@ -32,13 +32,13 @@ def test_idle_workers_time_out_but_the_last_one_stays(wait_until: WaitUntil) -> 
         gate.wait(WAIT)
 
     for _ in range(4):
-        pool.submit(job)
+        pool.submit(job, Token(None))
     started.wait(WAIT)  # four workers exist, all busy
     assert len(_pool_threads("idle")) == 4
     gate.set()
     wait_until(lambda: len(_pool_threads("idle")) == 1, what="idle workers to time out")
     done = threading.Event()
-    pool.submit(done.set)  # the kept worker still takes work
+    pool.submit(done.set, Token(None))  # the kept worker still takes work
     assert done.wait(WAIT)
     pool.close()
     wait_until(lambda: not _pool_threads("idle"), what="the last worker to exit")
@@ -49,13 +49,13 @@ def test_close_lets_queued_jobs_finish_then_refuses_work(wait_until: WaitUntil) 
     pool = WorkerPool("closing", max_threads=1)
     gate = threading.Event()
     ran: list[int] = []
-    pool.submit(lambda: _block(gate))
+    pool.submit(lambda: _block(gate), Token(None))
     for i in range(3):
-        pool.submit(lambda i=i: ran.append(i))  # type: ignore[misc]  # default binds the loop var
+        pool.submit(lambda i=i: ran.append(i), Token(None))  # type: ignore[misc]  # default binds the loop var
     pool.close()
     pool.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
-        pool.submit(lambda: None)
+        pool.submit(lambda: None, Token(None))
     gate.set()
     wait_until(lambda: ran == [0, 1, 2], what="queued jobs to run")
     wait_until(lambda: not _pool_threads("closing"), what="workers to exit")
@@ -68,7 +68,7 @@ def test_busy_counts_only_workers_running_a_job(wait_until: WaitUntil) -> None:
     assert pool.busy == 0
     gate = threading.Event()
     for _ in range(3):
-        pool.submit(lambda: _block(gate))
+        pool.submit(lambda: _block(gate), Token(None))
     wait_until(lambda: pool.busy == 3, what="three busy workers")
     gate.set()
     wait_until(lambda: pool.busy == 0, what="workers to be idle again")

@@ -25,7 +25,10 @@ from ._handles import ShutdownReport as ShutdownReport
 from ._handles import TaskHandle as TaskHandle
 from ._handles import TaskInfo as TaskInfo
 from ._handles import TaskState as TaskState
+from ._handles import ThreadInfo as ThreadInfo
 from ._runner import Runner as Runner
+from ._threads import check_cancelled as check_cancelled
+from ._threads import run_in_thread as run_in_thread
 
 __all__ = (
     "LoopkeeperError",
@@ -39,9 +42,12 @@ __all__ = (
     "TaskInfo",
     "TaskState",
     "TaskTimeoutError",
+    "ThreadInfo",
     "cancel",
+    "check_cancelled",
     "configure",
     "get_runner",
+    "run_in_thread",
     "shutdown",
     "submit",
 )

@@ -52,19 +52,23 @@ _state = _Default()  # replaced, never mutated across processes
 
 
 def _current() -> _Default:
-    global _state  # noqa: PLW0603  the one piece of process-global state
+    """This process's slot: a forked child (even one forked without at-fork hooks, as
+    uWSGI does) gets a fresh one, with the options ``configure()`` set in the parent."""
     state = _state
     if state.pid != os.getpid():
-        state = _state = _Default()
+        state = _reset_in_child()
     return state
 
 
-def _reset_in_child() -> None:
-    global _state  # noqa: PLW0603
+def _reset_in_child() -> _Default:
+    global _state  # noqa: PLW0603  the one piece of process-global state
+    options = _state.options
     _state = _Default()
+    _state.options = dict(options)
+    return _state
 
 
-os.register_at_fork(after_in_child=_reset_in_child)
+os.register_at_fork(after_in_child=_reset_in_child)  # returns a value; at-fork ignores it
 
 
 def get_runner() -> Runner:

@@ -8,6 +8,9 @@
     ├── TaskTimeoutError        a task's own ``timeout=`` expired (also a TimeoutError)
     └── TaskAbandonedError      result of a task that shutdown had to leave behind
 
+Each error pickles and copies with its fields (``__reduce__``), so it survives a trip
+through ``multiprocessing`` or a test runner's worker.
+
 Bad input is not in this tree: it gets ``TypeError`` or ``ValueError`` from
 ``_validation``, as the standard library does.  A cancelled task's ``result()`` raises
 ``concurrent.futures.CancelledError`` and ``await handle`` raises
@@ -44,6 +47,9 @@ class RunnerClosedError(LoopkeeperError):
             "submit before shutdown(), or create a new Runner"
         )
 
+    def __reduce__(self) -> tuple[type[RunnerClosedError], tuple[str]]:
+        return type(self), (self.runner_name,)
+
 
 class OverloadedError(LoopkeeperError):
     """Raised by ``submit()`` when ``max_pending`` tasks are already accepted and unfinished.
@@ -58,6 +64,9 @@ class OverloadedError(LoopkeeperError):
             f"runner {runner_name!r} already has max_pending={max_pending} unfinished tasks "
             "and refused this one; retry later, shed load, or raise max_pending"
         )
+
+    def __reduce__(self) -> tuple[type[OverloadedError], tuple[str, int]]:
+        return type(self), (self.runner_name, self.max_pending)
 
 
 class TaskTimeoutError(LoopkeeperError, TimeoutError):
@@ -75,6 +84,9 @@ class TaskTimeoutError(LoopkeeperError, TimeoutError):
             f"task {task_id} {task_name!r} did not finish within its timeout={timeout}s"
         )
 
+    def __reduce__(self) -> tuple[type[TaskTimeoutError], tuple[int, str, float]]:
+        return type(self), (self.task_id, self.task_name, self.timeout)
+
 
 class TaskAbandonedError(LoopkeeperError):
     """The task was still running when shutdown's deadline passed and was left behind.
@@ -91,3 +103,6 @@ class TaskAbandonedError(LoopkeeperError):
             "by the deadline, and its outcome will never be known; raise shutdown_timeout "
             "or make the task honour cancellation"
         )
+
+    def __reduce__(self) -> tuple[type[TaskAbandonedError], tuple[int, str]]:
+        return type(self), (self.task_id, self.task_name)

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, 
 
 from . import _logging
 from ._errors import TaskAbandonedError
-from ._validation import check_optional_seconds
+from ._validation import check_optional_seconds, wait_seconds
 from ._waiters import Wake, wait_until_woken
 
 if TYPE_CHECKING:
+    from ._threads import WorkerPool
     from ._validation import Kind
 
 __all__ = (
@@ -42,6 +43,7 @@ __all__ = (
     "TaskHandle",
     "TaskInfo",
     "TaskState",
+    "ThreadInfo",
     "cancel_handle",
 )
 
@@ -109,22 +111,37 @@ class TaskInfo:
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A tracked worker thread running a job of a runner's task."""
+
+    name: str  #: the thread's name, e.g. ``loopkeeper-worker-3``
+    task_id: int | None  #: the task that owns the job (None: submitted outside any task)
+    task_name: str | None
+    age: float  #: seconds since the job started
+    state: str  #: ``running``, ``cancelling`` (told to stop) or ``abandoned`` (given up on)
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
 class ShutdownReport:
     """What a shutdown did.  Calling ``shutdown()`` again returns the same report.
 
     ``completed`` counts unfinished tasks that finished on their own during the drain;
     ``cancelled`` those the shutdown cancelled; ``abandoned`` names every task it had to
-    leave behind.  ``clean`` is True when it cancelled and abandoned nothing.
+    leave behind; ``threads`` every tracked thread still running when it returned (the
+    thread of an abandoned sync task, or one that a finished task left behind).
+    ``clean`` is True when it cancelled and abandoned nothing and left no thread running.
     """
 
     completed: int
     cancelled: int
     abandoned: tuple[TaskInfo, ...]
     duration: float
+    threads: tuple[ThreadInfo, ...] = ()
 
     @property
     def clean(self) -> bool:
-        return self.cancelled == 0 and not self.abandoned
+        return self.cancelled == 0 and not self.abandoned and not self.threads
 
     def __repr__(self) -> str:
         left = ", ".join(
@@ -132,14 +149,21 @@ class ShutdownReport:
             f"age {info.age:.1f}s)"
             for info in self.abandoned
         )
+        threads = ", ".join(
+            f"{info.name!r} (task {info.task_id} {info.task_name!r}, age {info.age:.1f}s)"
+            for info in self.threads
+        )
         return (
             f"<ShutdownReport clean={self.clean} completed={self.completed} "
-            f"cancelled={self.cancelled} abandoned=[{left}] duration={self.duration:.3f}s>"
+            f"cancelled={self.cancelled} abandoned=[{left}] threads=[{threads}] "
+            f"duration={self.duration:.3f}s>"
         )
 
 
 class _Owner(Protocol):
     """What a handle needs from its runner (the runner implements it)."""
+
+    _pool: WorkerPool
 
     def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool: ...
     def _on_loop_thread(self) -> bool: ...
@@ -313,6 +337,10 @@ class TaskHandle(Generic[T_co]):
 
     # -- internals -------------------------------------------------------------------
 
+    def _stop_requested(self) -> bool:
+        """Any thread.  Cancelled by someone, or its own timeout fired: its threads stop."""
+        return self._cancelling or self._expired
+
     def _check_process(self) -> None:
         if self._pid != os.getpid():
             raise RuntimeError(
@@ -336,7 +364,7 @@ class TaskHandle(Generic[T_co]):
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        if not event.wait(None if seconds is None or seconds == float("inf") else seconds):
+        if not event.wait(wait_seconds(seconds)):
             raise TimeoutError(
                 f"{self!r} did not finish within timeout={timeout}s of waiting; it goes on"
             )

@@ -9,6 +9,12 @@ already scheduled, so a burst of N posts costs one ``call_soon_threadsafe`` (one
 self-pipe write), not N.  The deque and the "drain scheduled" flag are guarded by a lock,
 so the scheme holds on free-threaded builds too.
 
+Watchdog: a heartbeat on the loop records when it last ran; a daemon thread
+``<name>-watchdog`` wakes a few times per threshold and, when the heartbeat is older
+than ``watchdog_threshold``, logs ``loop_blocked`` once per incident, while the loop is
+still blocked, naming the task that holds it and the loop thread's current stack; when
+the loop comes back it logs ``loop_unblocked``.
+
 Never dies: a callback that raises ``SystemExit`` or ``KeyboardInterrupt`` escapes
 ``run_forever``; the thread logs it and runs the loop again.  Only ``request_stop()``
 ends it.  On the way out it cancels tasks that user code left behind (bounded wait),
@@ -22,7 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
+import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
@@ -33,7 +42,7 @@ __all__ = ("LoopThread",)
 
 Item = TypeVar("Item")
 
-_HEARTBEAT: Final = 0.5  # seconds between loop-lag samples
+_HEARTBEAT: Final = 0.5  # seconds between loop-lag samples (less with a small watchdog threshold)
 _CLEANUP_WAIT: Final = 1.0  # seconds to let leftover tasks react to cancellation
 
 
@@ -46,6 +55,8 @@ class LoopThread(Generic[Item]):
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
         dispatch: Callable[[list[Item]], None],
         on_started: Callable[[], None],
+        watchdog_threshold: float | None = None,
+        describe_blocker: Callable[[], tuple[int, str] | None] = lambda: None,
     ) -> None:
         self._name = name
         self._loop_factory = loop_factory
@@ -62,6 +73,13 @@ class LoopThread(Generic[Item]):
         self._drain_scheduled = False
         self._stop_requested = False  # written once by request_stop(), read by the loop thread
         self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
+        self.last_beat = time.monotonic()  # loop thread writes, the watchdog reads
+        self._watchdog_threshold = watchdog_threshold
+        self._describe_blocker = describe_blocker  # watchdog thread: (task id, name) or None
+        self._beat_interval = (
+            _HEARTBEAT if watchdog_threshold is None else min(_HEARTBEAT, watchdog_threshold / 4)
+        )
+        self._stopped = threading.Event()  # set when the loop thread ends
 
     @property
     def started(self) -> bool:
@@ -89,6 +107,10 @@ class LoopThread(Generic[Item]):
                 thread.start()
                 self._thread = thread
                 self._ready.wait()
+                if self._start_error is None and self._watchdog_threshold is not None:
+                    threading.Thread(
+                        target=self._watch, name=f"{self._name}-watchdog", daemon=True
+                    ).start()
             if self._start_error is not None:
                 raise RuntimeError(
                     f"the loop thread {self._name!r} could not start its event loop"
@@ -153,7 +175,44 @@ class LoopThread(Generic[Item]):
         assert self.loop is not None
         now = self.loop.time()
         self.lag = max(0.0, now - expected)
-        self.loop.call_at(now + _HEARTBEAT, self._heartbeat, now + _HEARTBEAT)
+        self.last_beat = time.monotonic()
+        following = now + self._beat_interval
+        self.loop.call_at(following, self._heartbeat, following)
+
+    # -- watchdog thread -----------------------------------------------------------
+
+    def _watch(self) -> None:
+        threshold = self._watchdog_threshold
+        assert threshold is not None
+        incident: float | None = None  # the heartbeat the current incident started after
+        while not self._stopped.wait(threshold / 4):
+            beat = self.last_beat
+            blocked_for = time.monotonic() - beat
+            if blocked_for > threshold and incident != beat:
+                incident = beat
+                self._report_blocked(blocked_for)
+            elif incident is not None and beat != incident:
+                _logging.log(
+                    _logging.INFO,
+                    "loop_unblocked",
+                    runner=self._name,
+                    blocked_for=round(beat - incident, 3),
+                )
+                incident = None
+
+    def _report_blocked(self, blocked_for: float) -> None:
+        frame = sys._current_frames().get(self.ident or 0)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        blocker = self._describe_blocker()
+        _logging.log(
+            _logging.WARNING,
+            "loop_blocked",
+            runner=self._name,
+            blocked_for=round(blocked_for, 3),
+            task_id=blocker[0] if blocker else None,
+            task_name=blocker[1] if blocker else None,
+            stack=stack,
+        )
 
     def _run(self) -> None:
         try:
@@ -167,6 +226,7 @@ class LoopThread(Generic[Item]):
         self.ident = threading.get_ident()
         loop.call_soon(self._on_started)
         loop.call_soon(self._ready.set)
+        self.last_beat = time.monotonic()
         loop.call_soon(self._heartbeat, loop.time())
         try:
             while True:
@@ -179,6 +239,7 @@ class LoopThread(Generic[Item]):
                 if self._stop_requested:
                     break
         finally:
+            self._stopped.set()
             self._close(loop)
 
     def _close(self, loop: asyncio.AbstractEventLoop) -> None:

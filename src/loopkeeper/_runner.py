@@ -44,10 +44,11 @@ from ._handles import (
     TaskHandle,
     TaskInfo,
     TaskState,
+    ThreadInfo,
     cancel_handle,
 )
 from ._loop_thread import LoopThread
-from ._threads import WorkerPool
+from ._threads import CURRENT_TASK, Token, TrackedExecutor, WorkerPool
 from ._validation import (
     Kind,
     check_callable_option,
@@ -59,6 +60,8 @@ from ._validation import (
     classify,
     close_if_coroutine,
     default_name,
+    describe,
+    wait_seconds,
 )
 from ._waiters import Wake, wait_until_woken
 
@@ -69,12 +72,6 @@ PosArgsT = TypeVarTuple("PosArgsT")
 
 GRACE: Final = 1.0  # seconds a shutdown gives cancelled tasks to end, after its deadline
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
-
-# The task a piece of code runs for.  Every task runs in a fresh Context, so setting it at
-# the start of a task (or of a sync job) makes it task-local.
-_CURRENT: contextvars.ContextVar[TaskHandle[Any] | None] = contextvars.ContextVar(
-    "loopkeeper_current_task", default=None
-)
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
 # exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
@@ -104,10 +101,7 @@ def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
 
 
 def _wait_event(event: threading.Event, deadline: float) -> bool:
-    remaining = deadline - time.monotonic()
-    if remaining == float("inf"):
-        return event.wait()
-    return event.wait(max(0.0, remaining))
+    return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
 
 
 @final
@@ -131,6 +125,9 @@ class Runner:
         shutdown_timeout: seconds ``shutdown()`` waits by default, and the exit drain.
         loop_factory: makes the event loop (e.g. ``uvloop.new_event_loop``); called on
             the loop thread.
+        watchdog_threshold: seconds the loop thread may go without coming back to the
+            loop before a ``loop_blocked`` warning names the task holding it, with its
+            stack (once per incident); None turns the watchdog off.
 
     Raises:
         TypeError, ValueError: an option has the wrong type or range.
@@ -145,22 +142,33 @@ class Runner:
         max_threads: int = 40,
         shutdown_timeout: float = 10.0,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+        watchdog_threshold: float | None = 3.0,
     ) -> None:
-        checked_name = check_name(name)
-        if not checked_name:
-            raise (TypeError if checked_name is None else ValueError)(
-                f"name: expected a non-empty str, got {name!r}"
-            )
+        if not isinstance(name, str):
+            raise TypeError(f"name: expected a non-empty str, got {describe(name)}")
+        if not name:
+            raise ValueError("name: expected a non-empty str, got ''")
+        checked_name = name
         self.name: Final = checked_name
         self.max_pending: Final = check_limit(max_pending, param="max_pending")
         self.max_concurrency: Final = check_optional_limit(max_concurrency, param="max_concurrency")
         self.max_threads: Final = check_limit(max_threads, param="max_threads")
         self.shutdown_timeout: Final = check_seconds(shutdown_timeout, param="shutdown_timeout")
         self._loop_factory = check_callable_option(loop_factory, param="loop_factory")
+        self.watchdog_threshold: Final = check_optional_seconds(
+            watchdog_threshold, param="watchdog_threshold"
+        )
+        if self.watchdog_threshold == 0:
+            raise ValueError("watchdog_threshold: expected a number of seconds > 0 or None, got 0")
         self._pid = os.getpid()
         self._ledger = Ledger(on_settled_empty=self._maybe_stop)
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
-            self.name, self._loop_factory, self._dispatch_on_loop, self._on_loop_started
+            self.name,
+            self._loop_factory,
+            self._dispatch_on_loop,
+            self._on_loop_started,
+            self.watchdog_threshold,
+            self._describe_blocker,
         )
         self._pool = WorkerPool(self.name, self.max_threads)
         self._active = 0  # loop thread only: tasks holding a concurrency slot
@@ -168,6 +176,7 @@ class Runner:
         self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
         self._report: ShutdownReport | None = None  # set once, under _shutdown_lock
         self._stop_when_drained = False  # set once by shutdown; read by _maybe_stop
+        self._left_running: list[TaskHandle[Any]] = []  # abandoned, not cancelled: kept alive
 
     def __repr__(self) -> str:
         state = (
@@ -348,6 +357,17 @@ class Runner:
         self._check_process()
         return self._ledger.snapshot(self._pool.busy, self._loop_thread.lag)
 
+    def threads(self) -> tuple[ThreadInfo, ...]:
+        """The tracked threads running this runner's jobs now, oldest first.  Any thread.
+
+        Each ``ThreadInfo`` gives the thread's name, the owning task's id and name, the
+        job's age, and its state: ``running``, ``cancelling`` (told to stop, not yet
+        stopped) or ``abandoned`` (``run_in_thread`` stopped waiting for it).  Idle pool
+        workers are not listed.
+        """
+        self._check_process()
+        return self._pool.infos()
+
     def shutdown(
         self, timeout: float | None = None, *, cancel_remaining: bool = True
     ) -> ShutdownReport:
@@ -469,7 +489,7 @@ class Runner:
 
     def _exempt(self) -> frozenset[int]:
         """The calling task, if it is one of ours: a drain must not wait for itself."""
-        current = _CURRENT.get()
+        current = CURRENT_TASK.get()
         if current is not None and current._owner is self:
             return frozenset({current.id})
         return frozenset()
@@ -484,9 +504,25 @@ class Runner:
             by_shutdown=handle._by_shutdown,
         )
 
+    def _describe_blocker(self) -> tuple[int, str] | None:
+        """Watchdog thread.  The task the loop thread is running now, if it is one of ours."""
+        loop = self._loop_thread.loop
+        task = asyncio.current_task(loop) if loop is not None else None
+        if task is None:
+            return None
+        with self._ledger.lock:
+            handles = list(self._ledger.unfinished.values())
+        for handle in handles:
+            if handle._task is task:
+                return handle.id, handle.name
+        return None
+
     def _on_loop_started(self) -> None:
         """Loop thread only, once.  Keep one worker for work submitted during exit."""
         _logging.log(_logging.INFO, "runner_started", runner=self.name)
+        loop = self._loop_thread.loop
+        assert loop is not None
+        loop.set_default_executor(TrackedExecutor(self._pool))
         try:
             self._pool.prestart()
         except RuntimeError as exc:  # no thread can start now; sync tasks will say so
@@ -544,7 +580,7 @@ class Runner:
         try:
             if not ledger.move(handle, TaskState.RUNNING):
                 return  # cancelled or abandoned before it started
-            _CURRENT.set(handle)
+            CURRENT_TASK.set(handle)
             task = asyncio.current_task()
             assert task is not None
             handle._task = task
@@ -637,7 +673,7 @@ class Runner:
         def job() -> None:
             handle._thread_name = threading.current_thread().name
             context = contextvars.Context()
-            context.run(_CURRENT.set, handle)
+            context.run(CURRENT_TASK.set, handle)
             try:
                 outcome: tuple[Any, BaseException | None] = (context.run(func, *args), None)
             except BaseException as exc:  # noqa: BLE001  reported as the task's failure
@@ -646,7 +682,7 @@ class Runner:
             with contextlib.suppress(RuntimeError):  # closed loop: the task was abandoned
                 loop.call_soon_threadsafe(settle, outcome)
 
-        self._pool.submit(job)
+        self._pool.submit(job, Token(handle))
         cancelled = False
         while True:
             try:
@@ -671,37 +707,25 @@ class Runner:
     def _shutdown(
         self, timeout: float, cancel_remaining: bool, exempt: frozenset[int]
     ) -> ShutdownReport:
-        """Any thread but the loop's.  The one shutdown; later calls get its report."""
+        """Any thread but the loop's.  The one shutdown; later calls get its report.
+
+        A ``KeyboardInterrupt`` (a second Ctrl-C) at any step skips to the report: what
+        is unfinished is abandoned, the report is made and logged, then the interrupt is
+        raised again.
+        """
         with self._shutdown_lock:
             if self._report is not None:
                 return self._report
             begun = time.monotonic()
-            ledger = self._ledger
-            manifest = ledger.close(exempt)
-            with _LIVE_LOCK:
-                _LIVE.pop(self, None)
-            waited = [h for h in manifest if h.id not in exempt]
-            if waited:
-                _logging.log(
-                    _logging.WARNING,
-                    "shutdown_started",
-                    runner=self.name,
-                    unfinished=len(waited),
-                    tasks=_describe_tasks(waited),
-                    timeout=timeout,
-                )
+            waited: list[TaskHandle[Any]] = []
             interrupted = False
             try:
-                drained = _wait_event(ledger.drained, begun + timeout)
-                if not drained and cancel_remaining:
-                    for handle in waited:
-                        handle._by_shutdown = True
-                        handle.cancel("loopkeeper: shutdown")
-                    _wait_event(ledger.drained, time.monotonic() + GRACE)
+                waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
+                self._drain(waited, begun + timeout, cancel_remaining, exempt)
             except KeyboardInterrupt:
-                interrupted = True  # a second Ctrl-C: abandon what is left, now
+                interrupted = True
             abandoned = self._abandon(waited)
-            report = ShutdownReport(
+            self._report = report = ShutdownReport(
                 completed=sum(
                     1
                     for h in waited
@@ -713,19 +737,58 @@ class Runner:
                 ),
                 abandoned=abandoned,
                 duration=time.monotonic() - begun,
+                threads=self._pool.infos(exempt),
             )
-            self._report = report
-            if cancel_remaining or not abandoned:
-                self._stop_when_drained = True
-                self._maybe_stop()
-                if not exempt:
-                    self._loop_thread.join(
-                        min(GRACE, max(0.0, begun + timeout + GRACE - time.monotonic()))
-                    )
-            self._log_report(report)
+            try:
+                self._log_report(report)
+                if cancel_remaining or not abandoned:
+                    self._stop(begun + timeout + GRACE, join=not exempt)
+                else:  # left running until the process ends: keep them referenced
+                    self._left_running = waited
+            except KeyboardInterrupt:
+                interrupted = True
             if interrupted:
                 raise KeyboardInterrupt
             return report
+
+    def _drain(
+        self,
+        waited: list[TaskHandle[Any]],
+        deadline: float,
+        cancel_remaining: bool,
+        exempt: frozenset[int],
+    ) -> None:
+        """Log the manifest, wait for tasks and threads, then cancel and give them grace."""
+        if waited:
+            _logging.log(
+                _logging.WARNING,
+                "shutdown_started",
+                runner=self.name,
+                unfinished=len(waited),
+                tasks=_describe_tasks(waited),
+            )
+        ledger, pool = self._ledger, self._pool
+        if _wait_event(ledger.drained, deadline) and pool.wait_quiet(deadline, exempt):
+            return
+        if not cancel_remaining:
+            return
+        for handle in waited:
+            handle._by_shutdown = True
+            handle.cancel("loopkeeper: shutdown")
+        pool.cancel_all(exempt)
+        deadline = time.monotonic() + GRACE
+        if _wait_event(ledger.drained, deadline):
+            pool.wait_quiet(deadline, exempt)
+
+    def _stop(self, deadline: float, *, join: bool) -> None:
+        """Stop the loop once nothing is unfinished; wait for its thread until ``deadline``
+        (and GRACE at most) unless a task of ours is the caller."""
+        with _LIVE_LOCK:
+            _LIVE.pop(self, None)
+        self._stop_when_drained = True
+        self._maybe_stop()
+        if join:
+            self._loop_thread.join(min(GRACE, max(0.0, deadline - time.monotonic())))
 
     def _abandon(self, waited: list[TaskHandle[Any]]) -> tuple[TaskInfo, ...]:
         """Mark what is still unfinished ABANDONED, and describe it."""
@@ -764,5 +827,6 @@ class Runner:
             completed=report.completed,
             cancelled=report.cancelled,
             abandoned=len(report.abandoned),
+            threads=len(report.threads),
             report=repr(report),
         )

@@ -1,57 +1,187 @@
-"""Worker threads that run the blocking parts of tasks.
+"""Tracked worker threads, cancellation tokens, and check_cancelled().
 
-Owns: the pool's threads, named ``<runner name>-worker-N``, and the queue of jobs for
-them.  Any thread may submit a job; workers take jobs in FIFO order.  At most
-``max_threads`` workers exist; an idle worker exits after ``idle_timeout`` seconds, except
-the last one, which stays for the life of the pool, so that work submitted while the
-interpreter shuts down (when Python 3.12.0-3.12.2 refuse to start threads) still has a
-thread to run on.  ``close()`` lets queued jobs finish, then the idle workers exit; a
-worker stuck in a job is left alone (it is a daemon thread, and shutdown reports it).
+Owns: the pool's threads, named ``<runner name>-worker-N``; the queue of jobs for them;
+a record of every job running now (thread, token, start time); and the adapter that
+makes the pool the loop's default executor.
 
-This is deliberately not a ``ThreadPoolExecutor``: that refuses new work once
-CPython's executor exit hook has run, which is exactly when the exit drain needs it.
+Every job carries a ``Token``: the task that owns it (``CURRENT_TASK`` when the job was
+submitted) and a flag of its own.  ``check_cancelled()`` in the thread raises
+``asyncio.CancelledError`` once either is set: the owning task was cancelled (by
+``cancel()``, its timeout or shutdown), or the one await waiting for this job was.  The
+token lives in a thread-local for the job's duration, and ``CURRENT_TASK`` is a
+contextvar, so a thread started from a copied context (``asyncio.to_thread``, a
+grandchild thread) still knows its task.  Python cannot stop a thread: cancellation is
+cooperative, and what does not cooperate is *visible* (``Runner.threads()``, the
+shutdown report).
+
+Threads: any thread may submit; workers take jobs in FIFO order.  At most
+``max_threads`` workers exist; an idle worker exits after ``idle_timeout``, except the
+last one, which stays for the life of the pool, so that work submitted while the
+interpreter shuts down (when Python 3.12.0-3.12.2 refuse to start threads) has a thread
+to run on.  ``close()`` lets queued jobs finish, then idle workers exit; a worker stuck
+in a job is left alone (a daemon thread; shutdown reports it).
+
+This is deliberately not a ``ThreadPoolExecutor``: that refuses new work once CPython's
+executor exit hook has run, which is exactly when the exit drain needs it.  The loop's
+default executor is a ``ThreadPoolExecutor`` subclass only because
+``loop.set_default_executor`` demands one (3.11+): ``TrackedExecutor`` overrides
+``submit`` and ``shutdown`` and never reaches the base class's machinery.
 
 After fork, the child never uses a parent's pool (its runner refuses to work there).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
 import itertools
 import queue
+import sys
 import threading
+import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
-__all__ = ("WorkerPool",)
+from typing_extensions import TypeVarTuple, Unpack
+
+from . import _logging
+from ._handles import ThreadInfo
+from ._validation import wait_seconds
+
+if TYPE_CHECKING:
+    from ._handles import TaskHandle
+
+__all__ = (
+    "ACK_TIMEOUT",
+    "CURRENT_TASK",
+    "Token",
+    "TrackedExecutor",
+    "WorkerPool",
+    "check_cancelled",
+    "run_in_thread",
+)
+
+T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
+
+ACK_TIMEOUT: Final = 1.0  # seconds run_in_thread waits for a cancelled thread to return
+
+# The task a piece of code runs for.  Every task and job runs in a fresh Context, so
+# setting it there makes it task-local; copied contexts carry it into other threads.
+CURRENT_TASK: contextvars.ContextVar[TaskHandle[Any] | None] = contextvars.ContextVar(
+    "loopkeeper_current_task", default=None
+)
+
+_local = threading.local()  # .token: the Token of the job this worker runs now
+
+
+class Token:
+    """Tells one job's thread to stop: its own flag, or its owning task's cancellation."""
+
+    __slots__ = ("cancelled", "owner")
+
+    def __init__(self, owner: TaskHandle[Any] | None) -> None:
+        self.owner = owner
+        self.cancelled = False  # set by any thread, read by the job's thread
+
+    def is_set(self) -> bool:
+        owner = self.owner
+        return self.cancelled or (owner is not None and owner._stop_requested())
+
+
+def check_cancelled() -> None:
+    """Raise ``asyncio.CancelledError`` if the task that owns this thread was cancelled.
+
+    Call it now and then from blocking code that a task runs in a thread (a sync task,
+    ``run_in_thread``, ``asyncio.to_thread``, ``loop.run_in_executor(None, ...)``,
+    ``sync_to_async(thread_sensitive=False)``, or ``anyio.to_thread.run_sync``, whose own
+    cancel scopes it honours too).  The exception is a ``BaseException``, so an
+    ``except Exception`` in your code does not swallow it; let it propagate.  Anywhere
+    else (a thread loopkeeper does not know, the main thread) it does nothing, so
+    library code may call it unconditionally.  It is cheap: a few attribute reads.
+
+    Raises:
+        asyncio.CancelledError: the owning task (or this job's own await) was cancelled.
+    """
+    token: Token | None = getattr(_local, "token", None)
+    if token is not None and token.is_set():
+        raise _cancelled(token.owner)
+    owner = CURRENT_TASK.get()
+    if owner is not None and owner._stop_requested():
+        raise _cancelled(owner)
+    if token is None and "anyio" in sys.modules:
+        import anyio.from_thread  # noqa: PLC0415  only where anyio is in use already
+
+        with contextlib.suppress(RuntimeError):  # not an anyio worker thread either
+            anyio.from_thread.check_cancelled()
+
+
+def _cancelled(owner: TaskHandle[Any] | None) -> asyncio.CancelledError:
+    if owner is None:
+        return asyncio.CancelledError("loopkeeper: the await for this thread was cancelled")
+    return asyncio.CancelledError(
+        f"loopkeeper: task {owner.id} {owner.name!r}, which owns this thread, was cancelled"
+    )
+
+
+class _Running:
+    """One job running now.  Fields are written under the pool lock."""
+
+    __slots__ = ("abandoned", "name", "since", "token")
+
+    def __init__(self, name: str, token: Token) -> None:
+        self.name = name
+        self.token = token
+        self.since = time.monotonic()
+        self.abandoned = False  # run_in_thread stopped waiting for it
+
+    def info(self, now: float) -> ThreadInfo:
+        owner = self.token.owner
+        state = (
+            "abandoned" if self.abandoned else "cancelling" if self.token.is_set() else ("running")
+        )
+        return ThreadInfo(
+            name=self.name,
+            task_id=owner.id if owner is not None else None,
+            task_name=owner.name if owner is not None else None,
+            age=now - self.since,
+            state=state,
+        )
+
+
+_STOP: Final = None  # sentinel: the worker that takes it exits
 
 Job = Callable[[], None]
 
-_STOP: Final = None  # sentinel job: the worker that takes it exits
-
 
 class WorkerPool:
-    """A bounded, reused pool of daemon threads running zero-argument jobs."""
+    """A bounded, reused pool of daemon threads running zero-argument jobs, tracked."""
 
     def __init__(self, prefix: str, max_threads: int, idle_timeout: float = 60.0) -> None:
         self._prefix = prefix
         self._max = max_threads
         self._idle_timeout = idle_timeout
-        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # guards the counters below
-        self._workers = 0  # under _lock: live worker threads
-        self._idle = 0  # under _lock: workers waiting for a job
-        self._queued = 0  # under _lock: jobs put and not yet taken
-        self._busy = 0  # under _lock: workers running a job
-        self._closed = False  # under _lock
+        self._queue: queue.SimpleQueue[tuple[Job, Token] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # guards every field below
+        self._changed = threading.Condition(self._lock)  # notified when a job ends
+        self._workers = 0  # live worker threads
+        self._idle = 0  # workers waiting for a job
+        self._queued = 0  # jobs put and not yet taken
+        self._running: dict[int, _Running] = {}  # thread ident -> the job it runs
+        self._closed = False
         self._numbers = itertools.count(1)
 
     @property
     def busy(self) -> int:
         """Workers running a job now."""
-        return self._busy
+        return len(self._running)
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, token: Token) -> None:
         """Queue ``job``, starting a worker if none is free.  Any thread.
+
+        ``job`` reports its own outcome and must not raise.
 
         Raises:
             RuntimeError: the pool is closed, or no worker exists and none can be started.
@@ -72,7 +202,7 @@ class WorkerPool:
                     if self._workers == 0:
                         self._queued -= 1
                         raise
-        self._queue.put(job)
+        self._queue.put((job, token))
 
     def prestart(self) -> None:
         """Start the one worker that never times out, now, while threads can start."""
@@ -92,16 +222,56 @@ class WorkerPool:
         for _ in range(workers):
             self._queue.put(_STOP)
 
+    def infos(self, exempt: frozenset[int] = frozenset()) -> tuple[ThreadInfo, ...]:
+        """The jobs running now, oldest first, except those of tasks in ``exempt``."""
+        now = time.monotonic()
+        with self._lock:
+            running = sorted(self._running.values(), key=lambda r: r.since)
+        return tuple(r.info(now) for r in running if _owner_id(r.token) not in exempt)
+
+    def cancel_all(self, exempt: frozenset[int] = frozenset()) -> None:
+        """Set the token of every running job (but those of tasks in ``exempt``)."""
+        with self._lock:
+            for record in self._running.values():
+                if _owner_id(record.token) not in exempt:
+                    record.token.cancelled = True
+
+    def abandon(self, token: Token) -> ThreadInfo | None:
+        """Mark the job holding ``token`` abandoned; its info, or None if it has ended."""
+        with self._lock:
+            for record in self._running.values():
+                if record.token is token:
+                    record.abandoned = True
+                    return record.info(time.monotonic())
+        return None
+
+    def wait_quiet(self, deadline: float, exempt: frozenset[int] = frozenset()) -> bool:
+        """Wait until no job runs but those of tasks in ``exempt``, or the monotonic
+        ``deadline`` passes.  True if quiet."""
+
+        def quiet() -> bool:
+            return all(_owner_id(r.token) in exempt for r in self._running.values())
+
+        with self._changed:
+            while not quiet():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._changed.wait(wait_seconds(remaining))
+            return True
+
     def _start_worker(self) -> None:
         name = f"{self._prefix}-worker-{next(self._numbers)}"
         threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
+        ident = threading.get_ident()
+        name = threading.current_thread().name
         while True:
             with self._lock:
                 self._idle += 1
             try:
-                job = self._queue.get(timeout=self._idle_timeout)
+                item = self._queue.get(timeout=self._idle_timeout)
             except queue.Empty:
                 with self._lock:
                     self._idle -= 1
@@ -111,13 +281,137 @@ class WorkerPool:
                 continue
             with self._lock:
                 self._idle -= 1
-                if job is _STOP:
+                if item is _STOP:
                     self._workers -= 1
                     return
                 self._queued -= 1
-                self._busy += 1
+                job, token = item
+                self._running[ident] = _Running(name, token)
+            _local.token = token
             try:
-                job()  # jobs report their own outcome and do not raise
+                job()
+            except BaseException as exc:  # noqa: BLE001  jobs should not raise; keep the worker
+                _logging.log(_logging.ERROR, "worker_job_failed", thread=name, exc_info=exc)
             finally:
-                with self._lock:
-                    self._busy -= 1
+                _local.token = None
+                with self._changed:
+                    del self._running[ident]
+                    self._changed.notify_all()
+
+
+def _owner_id(token: Token) -> int | None:
+    return token.owner.id if token.owner is not None else None
+
+
+class _TrackedFuture(concurrent.futures.Future[Any]):
+    """A job's future whose ``cancel()`` also tells its thread to stop."""
+
+    def __init__(self, token: Token) -> None:
+        super().__init__()
+        self._token = token
+
+    def cancel(self) -> bool:
+        self._token.cancelled = True
+        return super().cancel()
+
+
+class TrackedExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor: ``run_in_executor(None, ...)`` on the tracked pool.
+
+    Each job is owned by the task that submitted it (``CURRENT_TASK`` at submit time:
+    ``run_in_executor`` copies no context), runs in a fresh context with that owner set,
+    and is told to stop when its owner is cancelled or its future is cancelled.
+    """
+
+    def __init__(self, pool: WorkerPool) -> None:
+        super().__init__(max_workers=1)  # starts no thread; only submit() is ever used
+        self._pool = pool
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        owner = CURRENT_TASK.get()
+        token = Token(owner)
+        future = _TrackedFuture(token)
+
+        def job() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            context = contextvars.Context()
+            context.run(CURRENT_TASK.set, owner)
+            try:
+                result = context.run(fn, *args, **kwargs)
+            except BaseException as exc:  # noqa: BLE001  delivered to the awaiting task
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+        self._pool.submit(job, token)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """The runner owns the pool's lifetime: the loop's close changes nothing."""
+
+
+async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T:
+    """Run blocking ``func(*args)`` in a tracked child thread of the current task.
+
+    Await it from a coroutine running as a loopkeeper task.  The thread is named
+    ``<runner>-worker-N``, listed by ``Runner.threads()`` and owned by the task: when the
+    task, or this await, is cancelled, ``check_cancelled()`` in the thread raises.  The
+    await then waits up to ``ACK_TIMEOUT`` (1 s) for the thread to return; if it does not,
+    the thread is abandoned visibly (logged as ``thread_abandoned``, listed with state
+    ``abandoned`` until it ends, named by shutdown) and ``CancelledError`` propagates.
+    This is a cancellation point; nothing else in it is.
+
+    Raises:
+        RuntimeError: not awaited inside a loopkeeper task on its runner's loop.
+        BaseException: whatever ``func`` raised.
+    """
+    owner = CURRENT_TASK.get()
+    if owner is None or not owner._owner._on_loop_thread():
+        raise RuntimeError(
+            "run_in_thread() must be awaited inside a loopkeeper task, on its runner's loop; "
+            "elsewhere use asyncio.to_thread() or anyio.to_thread.run_sync()"
+        )
+    pool: WorkerPool = owner._owner._pool
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+    token = Token(owner)
+
+    def settle(outcome: tuple[Any, BaseException | None]) -> None:
+        if not done.done():
+            done.set_result(outcome)
+
+    def job() -> None:
+        context = contextvars.Context()
+        context.run(CURRENT_TASK.set, owner)
+        try:
+            outcome: tuple[Any, BaseException | None] = (context.run(func, *args), None)
+        except BaseException as exc:  # noqa: BLE001  re-raised in the awaiting task
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it any more
+            loop.call_soon_threadsafe(settle, outcome)
+
+    pool.submit(job, token)
+    try:
+        value, exc = await asyncio.shield(done)
+    except asyncio.CancelledError:
+        token.cancelled = True
+        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(done), ACK_TIMEOUT)
+        if not done.done():
+            info = pool.abandon(token)
+            if info is not None:
+                _logging.log(
+                    _logging.WARNING,
+                    "thread_abandoned",
+                    thread=info.name,
+                    task_id=owner.id,
+                    task_name=owner.name,
+                    age=round(info.age, 3),
+                )
+        raise
+    if exc is not None:
+        raise exc
+    return cast("T", value)

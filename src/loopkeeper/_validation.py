@@ -11,6 +11,7 @@ import enum
 import functools
 import inspect
 import math
+import threading
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -25,6 +26,8 @@ __all__ = (
     "classify",
     "close_if_coroutine",
     "default_name",
+    "describe",
+    "wait_seconds",
 )
 
 _ALLOWED_FUNC: Final = (
@@ -40,7 +43,7 @@ class Kind(enum.Enum):
     SYNC = enum.auto()  # called with args in a worker thread
 
 
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
     """A short, secret-free description of what was passed: its type, plus a repr for
     values whose repr cannot hold a secret (None, bools, numbers)."""
     if value is None or isinstance(value, (bool, int, float)):
@@ -96,10 +99,12 @@ def classify(func: object, args: tuple[object, ...]) -> Kind:
         )
     if not callable(func):
         raise TypeError(
-            f"submit(func=...): got {_describe(func)}, which is not callable. "
+            f"submit(func=...): got {describe(func)}, which is not callable. "
             f"Allowed: {_ALLOWED_FUNC}"
         )
     target = _unwrap(func)
+    if not inspect.isroutine(target) and not isinstance(target, type):
+        target = type(target).__call__  # an instance (callable, checked above): its __call__
     if inspect.isasyncgenfunction(target) or inspect.isgeneratorfunction(target):
         kind = "an async generator" if inspect.isasyncgenfunction(target) else "a generator"
         raise TypeError(
@@ -123,7 +128,7 @@ def default_name(func: object) -> str:
 def check_name(name: object, *, param: str = "name") -> str | None:
     if name is None or isinstance(name, str):
         return name
-    raise TypeError(f"{param}: expected a str or None, got {_describe(name)}")
+    raise TypeError(f"{param}: expected a str or None, got {describe(name)}")
 
 
 def check_optional_seconds(value: object, *, param: str) -> float | None:
@@ -136,10 +141,21 @@ def check_optional_seconds(value: object, *, param: str) -> float | None:
 def check_seconds(value: object, *, param: str, allowed: str = "a number of seconds >= 0") -> float:
     """A duration in seconds: a real number >= 0 (``inf`` means no limit)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{param}: expected {allowed}, got {_describe(value)}")
-    seconds = float(value)
+        raise TypeError(f"{param}: expected {allowed}, got {describe(value)}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        raise ValueError(f"{param}: expected a number of seconds >= 0, got {value!r}") from None
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(f"{param}: expected a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def wait_seconds(seconds: float | None) -> float | None:
+    """A validated duration as the ``timeout`` of a blocking wait: None for "no limit",
+    which is also what any duration beyond ``threading.TIMEOUT_MAX`` (~292 years) means."""
+    if seconds is None or seconds >= threading.TIMEOUT_MAX:
+        return None
     return seconds
 
 
@@ -153,7 +169,7 @@ def check_optional_limit(value: object, *, param: str) -> int | None:
 def check_limit(value: object, *, param: str, allowed: str = "a positive int") -> int:
     """A positive whole number (a count limit)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param}: expected {allowed}, got {_describe(value)}")
+        raise TypeError(f"{param}: expected {allowed}, got {describe(value)}")
     if value <= 0:
         raise ValueError(f"{param}: expected a positive int, got {value!r}")
     return value
@@ -162,7 +178,7 @@ def check_limit(value: object, *, param: str, allowed: str = "a positive int") -
 def check_callable_option(value: object, *, param: str) -> Callable[..., Any] | None:
     if value is None or callable(value):
         return value
-    raise TypeError(f"{param}: expected a callable or None, got {_describe(value)}")
+    raise TypeError(f"{param}: expected a callable or None, got {describe(value)}")
 
 
 def close_if_coroutine(func: object) -> None:
