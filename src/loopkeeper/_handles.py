@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ._validation import Kind
 
 __all__ = (
+    "PENDING_SLOT",
     "Ledger",
     "RunnerStats",
     "ShutdownReport",
@@ -61,6 +62,11 @@ class TaskState(enum.Enum):
     CANCELLED = "cancelled"  #: cancelled before or while running
     ABANDONED = "abandoned"  #: shutdown left it behind; its outcome will never be known
 
+    # Derived from _NEXT below, per member, so that the hot path never hashes a member.
+    _slot: int  # index in Ledger.counts
+    _final: bool  # no transition leaves it
+    _allowed: tuple[bool, ...]  # _allowed[new._slot]: may this state move to new?
+
     def __repr__(self) -> str:
         return f"TaskState.{self.name}"
 
@@ -71,6 +77,13 @@ _NEXT: Final[dict[TaskState, frozenset[TaskState]]] = {
         {TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.ABANDONED}
     ),
 }  # final states have no entry
+
+for _index, _state in enumerate(TaskState):
+    _state._slot = _index
+    _state._final = _state not in _NEXT
+    _state._allowed = tuple(new in _NEXT.get(_state, ()) for new in TaskState)
+del _index, _state
+PENDING_SLOT: Final = TaskState.PENDING._slot
 
 
 @final
@@ -166,6 +179,7 @@ class _Owner(Protocol):
     _pool: WorkerPool
 
     def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool: ...
+    def _never_started(self, handle: TaskHandle[Any]) -> None: ...
     def _on_loop_thread(self) -> bool: ...
 
 
@@ -224,6 +238,7 @@ class TaskHandle(Generic[T_co]):
         func: Any,
         args: tuple[Any, ...],
         timeout: float | None,
+        pid: int,
     ) -> None:
         self.id = task_id
         self.name = name
@@ -246,7 +261,7 @@ class TaskHandle(Generic[T_co]):
         self._cancelling = False  # somebody called cancel() (not the task's own timeout)
         self._expired = False  # loop thread: the task's own timeout fired
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
-        self._pid = os.getpid()
+        self._pid = pid  # the process that accepted it
 
     def __repr__(self) -> str:
         return f"<TaskHandle id={self.id} name={self.name!r} state={self._state.name}>"
@@ -258,7 +273,7 @@ class TaskHandle(Generic[T_co]):
 
     def done(self) -> bool:
         """True once the task is in a final state."""
-        return self._state not in _NEXT
+        return self._state._final
 
     def cancelled(self) -> bool:
         """True if the task ended ``CANCELLED``."""
@@ -430,7 +445,7 @@ class Ledger:
 
     def __init__(self, on_settled_empty: Callable[[], None]) -> None:
         self.lock = threading.Lock()  # guards every field below, and handle state
-        self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self.counts = [0] * len(TaskState)  # indexed by each state's _slot
         self.submitted = 0
         self.rejected = 0
         self.unfinished: dict[int, TaskHandle[Any]] = {}
@@ -470,11 +485,12 @@ class Ledger:
         """
         with self.lock:
             old = handle._state
-            if new not in _NEXT.get(old, ()):
+            if not old._allowed[new._slot]:
                 return False
             handle._state = new
-            self.counts[old] -= 1
-            self.counts[new] += 1
+            counts = self.counts
+            counts[old._slot] -= 1
+            counts[new._slot] += 1
             if new is TaskState.RUNNING:
                 handle._started_at = time.monotonic()
                 return True
@@ -500,7 +516,7 @@ class Ledger:
 
     def snapshot(self, threads: int, loop_lag: float) -> RunnerStats:
         with self.lock:
-            c = self.counts
+            c = dict(zip(TaskState, self.counts, strict=True))
             return RunnerStats(
                 submitted=self.submitted,
                 pending=c[TaskState.PENDING],

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import functools
 import inspect
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -38,6 +38,7 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 from . import _logging
 from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
 from ._handles import (
+    PENDING_SLOT,
     Ledger,
     RunnerStats,
     ShutdownReport,
@@ -102,6 +103,33 @@ def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
 
 def _wait_event(event: threading.Event, deadline: float) -> bool:
     return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
+
+
+@final
+class _Task(asyncio.Task[None]):
+    """The asyncio task that runs one handle's wrapper coroutine.
+
+    A task cancelled before its first step never runs its coroutine's body, so the
+    wrapper's own bookkeeping (settle the handle, give back its concurrency slot) would
+    never happen.  Only user code can do that (cancelling every task on the loop), and
+    it must not lose a task: ``cancel`` does the bookkeeping then.  This costs nothing
+    per task, unlike a done callback.
+    """
+
+    __slots__ = ("_lk_handle",)
+
+    _lk_handle: TaskHandle[Any] | None
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        handle = self._lk_handle
+        if (
+            handle is not None
+            and not self.done()
+            and inspect.getcoroutinestate(self.get_coro()) == inspect.CORO_CREATED  # type: ignore[arg-type]
+        ):
+            self._lk_handle = None  # once
+            handle._owner._never_started(handle)
+        return super().cancel(msg)
 
 
 @final
@@ -278,6 +306,7 @@ class Runner:
             except BaseException:
                 close_if_coroutine(func)
                 raise
+        task_name = checked_name if checked_name is not None else default_name(func)
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -291,14 +320,15 @@ class Runner:
                     ledger,
                     self,
                     ledger.next_id(),
-                    checked_name if checked_name is not None else default_name(func),
+                    task_name,
                     kind,
                     func,
                     args,
                     seconds,
+                    self._pid,
                 )
                 ledger.submitted += 1
-                ledger.counts[TaskState.PENDING] += 1
+                ledger.counts[PENDING_SLOT] += 1
                 ledger.unfinished[handle.id] = handle
         if error is not None:
             close_if_coroutine(func)
@@ -545,18 +575,22 @@ class Runner:
         self._active += 1
         loop = self._loop_thread.loop
         assert loop is not None
-        task = contextvars.Context().run(loop.create_task, self._run(handle))
-        task.add_done_callback(functools.partial(self._check_started_on_loop, handle))
+        if sys.version_info >= (3, 11):
+            task = _Task(self._run(handle), loop=loop, context=contextvars.Context())
+        else:
+            task = contextvars.Context().run(_Task, self._run(handle), loop=loop)
+        task._lk_handle = handle
+        handle._task = task
 
-    def _check_started_on_loop(self, handle: TaskHandle[Any], task: asyncio.Task[Any]) -> None:
+    def _never_started(self, handle: TaskHandle[Any]) -> None:
         """Loop thread only.  A wrapper cancelled before its first step (user code that
-        cancels every task on the loop) never ran its own bookkeeping: do it here."""
-        if handle._state is TaskState.PENDING:
-            func = handle._func
-            if self._ledger.move(handle, TaskState.CANCELLED):
-                close_if_coroutine(func)
-                self._log_cancelled(handle)
-            self._release_slot_on_loop()
+        cancels every task on the loop) never runs its own bookkeeping: do it here."""
+        handle._task = None
+        func = handle._func
+        if self._ledger.move(handle, TaskState.CANCELLED):
+            close_if_coroutine(func)
+            self._log_cancelled(handle)
+        self._release_slot_on_loop()
 
     def _release_slot_on_loop(self) -> None:
         """Loop thread only.  A task ended: give its slot to the next one waiting."""
@@ -581,9 +615,8 @@ class Runner:
             if not ledger.move(handle, TaskState.RUNNING):
                 return  # cancelled or abandoned before it started
             CURRENT_TASK.set(handle)
-            task = asyncio.current_task()
+            task = handle._task
             assert task is not None
-            handle._task = task
             handle._func = handle._args = None  # the task owns them now
             if _logging.debug_enabled():
                 _logging.log(

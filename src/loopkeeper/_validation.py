@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import threading
+import types
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -69,12 +70,31 @@ def _is_async_callable(func: object) -> bool:
     return inspect.iscoroutinefunction(type(target).__call__)
 
 
+_NOT_PLAIN: Final = (
+    inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
+)
+
+
 def classify(func: object, args: tuple[object, ...]) -> Kind:
     """Decide how ``func`` runs, or raise ``TypeError``/``ValueError``.
 
     A coroutine object that is rejected is closed here (no "never awaited" warning),
     unless it was already started: then it belongs to whoever started it.
     """
+    # Fast path for the common cases (a plain function, a bound method): read the code
+    # flags once instead of asking inspect five questions.  Anything unusual (generators,
+    # inspect.markcoroutinefunction, partials, callable objects) takes the full path.
+    target = func.__func__ if type(func) is types.MethodType else func
+    if type(target) is types.FunctionType:
+        flags = target.__code__.co_flags
+        if flags & inspect.CO_COROUTINE:
+            return Kind.ASYNC_FUNCTION
+        if not flags & _NOT_PLAIN and getattr(target, "_is_coroutine_marker", None) is None:
+            return Kind.SYNC
+    return _classify_slowly(func, args)
+
+
+def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
     if inspect.iscoroutine(func):
         state = inspect.getcoroutinestate(func)
         if state != inspect.CORO_CREATED:

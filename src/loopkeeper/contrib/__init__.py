@@ -1,0 +1,1 @@
+"""Integrations with frameworks and servers; each depends only on names ``loopkeeper`` exports."""
