@@ -35,7 +35,9 @@ def _spin_until_cancelled(started: threading.Event, stopped: threading.Event) ->
         stopped.set()
 
 
-def test_sync_task_looping_on_check_cancelled_stops_after_cancel(runner: Runner) -> None:
+def test_sync_task_looping_on_check_cancelled_stops_after_cancel(
+    runner: Runner, wait_until: WaitUntil
+) -> None:
     """cancel() reaches a sync task's thread: check_cancelled() raises there, it ends
     CANCELLED, and the worker is free again."""
     started, stopped = threading.Event(), threading.Event()
@@ -45,7 +47,8 @@ def test_sync_task_looping_on_check_cancelled_stops_after_cancel(runner: Runner)
     assert stopped.wait(WAIT)
     with pytest.raises(concurrent.futures.CancelledError):
         handle.result(WAIT)
-    assert runner.stats().threads == 0
+    # The worker reports the outcome first, then leaves the job's record: wait for it.
+    wait_until(lambda: runner.stats().threads == 0, what="the worker to be released")
 
 
 def test_check_cancelled_raises_a_base_exception_that_except_exception_does_not_swallow(
