@@ -213,12 +213,12 @@ class TaskHandle(Generic[T_co]):
         "_ledger",
         "_owner",
         "_pid",
-        "_started_at",
         "_state",
         "_submitted_at",
         "_task",
         "_thread_name",
         "_timeout",
+        "_timer",
         "_value",
         "_waiters",
         "id",
@@ -255,12 +255,12 @@ class TaskHandle(Generic[T_co]):
         self._waiters: list[Wake] | None = None  # async waiters, under the lock
         self._callbacks: list[Callable[[TaskHandle[Any]], object]] | None = None  # under the lock
         self._submitted_at = time.monotonic()
-        self._started_at = 0.0
         self._thread_name: str | None = None  # the worker running a sync task
         self._by_shutdown = False  # cancelled by shutdown (counted in its report)
         self._cancelling = False  # somebody called cancel() (not the task's own timeout)
         self._expired = False  # loop thread: the task's own timeout fired
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
+        self._timer: asyncio.TimerHandle | None = None  # loop thread: its own timeout
         self._pid = pid  # the process that accepted it
 
     def __repr__(self) -> str:
@@ -478,21 +478,22 @@ class Ledger:
         new: TaskState,
         value: object = None,
         exc: BaseException | None = None,
+        from_state: TaskState | None = None,
     ) -> bool:
-        """Apply one transition.  Any thread.  False if it is not allowed (already final).
+        """Apply one transition.  Any thread.  False if it is not allowed (already final),
+        or if ``from_state`` is given and the handle is no longer in it.
 
         For a final state, wake the waiters and run the callbacks in this thread.
         """
         with self.lock:
             old = handle._state
-            if not old._allowed[new._slot]:
+            if not old._allowed[new._slot] or (from_state is not None and old is not from_state):
                 return False
             handle._state = new
             counts = self.counts
             counts[old._slot] -= 1
             counts[new._slot] += 1
             if new is TaskState.RUNNING:
-                handle._started_at = time.monotonic()
                 return True
             handle._value = value
             handle._exc = exc

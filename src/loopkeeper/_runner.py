@@ -121,7 +121,7 @@ class _Task(asyncio.Task[None]):
     _lk_handle: TaskHandle[Any] | None
 
     def cancel(self, msg: Any | None = None) -> bool:
-        handle = self._lk_handle
+        handle = getattr(self, "_lk_handle", None)
         if (
             handle is not None
             and not self.done()
@@ -492,7 +492,7 @@ class Runner:
         handle._cancelling = True
         if handle._state is TaskState.PENDING:
             func = handle._func
-            if self._ledger.move(handle, TaskState.CANCELLED):
+            if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
                 close_if_coroutine(func)
                 self._log_cancelled(handle)
                 return True
@@ -587,7 +587,7 @@ class Runner:
         cancels every task on the loop) never runs its own bookkeeping: do it here."""
         handle._task = None
         func = handle._func
-        if self._ledger.move(handle, TaskState.CANCELLED):
+        if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
             close_if_coroutine(func)
             self._log_cancelled(handle)
         self._release_slot_on_loop()
@@ -608,84 +608,105 @@ class Runner:
             task.cancel(msg)
 
     async def _run(self, handle: TaskHandle[Any]) -> None:
-        """The task itself, on the loop thread: run, time out, settle, log."""
-        func, args, kind = handle._func, handle._args or (), handle._kind
-        ledger = self._ledger
+        """The task itself, on the loop thread: run, time out, settle, log.
+
+        Kept to few locals: its frame lives as long as the task does.
+        """
+        func, args = handle._func, handle._args or ()
         try:
-            if not ledger.move(handle, TaskState.RUNNING):
+            if not self._begin_on_loop(handle):
                 return  # cancelled or abandoned before it started
-            CURRENT_TASK.set(handle)
-            task = handle._task
-            assert task is not None
-            handle._func = handle._args = None  # the task owns them now
-            if _logging.debug_enabled():
-                _logging.log(
-                    _logging.DEBUG,
-                    "task_started",
-                    runner=self.name,
-                    task_id=handle.id,
-                    task_name=handle.name,
-                )
-            timer = None
-            if handle._timeout is not None:
-                loop = asyncio.get_running_loop()
-                timer = loop.call_later(handle._timeout, self._expire, handle, task)
             try:
-                if kind is Kind.ASYNC_FUNCTION:
+                if handle._kind is Kind.ASYNC_FUNCTION:
                     value = await func(*args)
-                elif kind is Kind.COROUTINE:
+                elif handle._kind is Kind.COROUTINE:
                     value = await func
                 else:
                     value = await self._run_sync(handle, func, args)
                     if inspect.iscoroutine(value):
                         value = await value
             except asyncio.CancelledError:
-                if handle._expired and not handle._cancelling:
-                    assert handle._timeout is not None
-                    error = TaskTimeoutError(handle.id, handle.name, handle._timeout)
-                    if ledger.move(handle, TaskState.FAILED, exc=error):
-                        _logging.log(
-                            _logging.ERROR,
-                            "task_timed_out",
-                            runner=self.name,
-                            task_id=handle.id,
-                            task_name=handle.name,
-                            timeout=handle._timeout,
-                        )
-                elif ledger.move(handle, TaskState.CANCELLED):
-                    self._log_cancelled(handle)
+                self._settle_cancelled_on_loop(handle)
             except BaseException as exc:  # noqa: BLE001  a task must not take the loop down
-                if ledger.move(handle, TaskState.FAILED, exc=exc):
-                    _logging.log(
-                        _logging.ERROR,
-                        "task_failed",
-                        runner=self.name,
-                        task_id=handle.id,
-                        task_name=handle.name,
-                        exc_info=exc,
-                    )
+                self._settle_failed_on_loop(handle, exc)
             else:
-                if ledger.move(handle, TaskState.SUCCEEDED, value=value) and (
-                    _logging.debug_enabled()
-                ):
-                    _logging.log(
-                        _logging.DEBUG,
-                        "task_succeeded",
-                        runner=self.name,
-                        task_id=handle.id,
-                        task_name=handle.name,
-                    )
-            finally:
-                if timer is not None:
-                    timer.cancel()
+                self._settle_succeeded_on_loop(handle, value)
         finally:
+            if handle._timer is not None:
+                handle._timer.cancel()
+                handle._timer = None
             handle._task = None
             self._release_slot_on_loop()
 
+    def _begin_on_loop(self, handle: TaskHandle[Any]) -> bool:
+        """Loop thread only, in the task's context.  PENDING -> RUNNING, or False."""
+        if not self._ledger.move(handle, TaskState.RUNNING, from_state=TaskState.PENDING):
+            return False
+        CURRENT_TASK.set(handle)
+        handle._func = handle._args = None  # the task owns them now
+        if _logging.debug_enabled():
+            _logging.log(
+                _logging.DEBUG,
+                "task_started",
+                runner=self.name,
+                task_id=handle.id,
+                task_name=handle.name,
+            )
+        if handle._timeout is not None:
+            loop = self._loop_thread.loop
+            assert loop is not None
+            handle._timer = loop.call_later(handle._timeout, self._expire, handle)
+        return True
+
+    def _settle_cancelled_on_loop(self, handle: TaskHandle[Any]) -> None:
+        """Loop thread only.  Cancelled, or timed out (its own timeout, nobody's cancel)."""
+        if handle._expired and not handle._cancelling:
+            assert handle._timeout is not None
+            error = TaskTimeoutError(handle.id, handle.name, handle._timeout)
+            if self._ledger.move(handle, TaskState.FAILED, exc=error):
+                _logging.log(
+                    _logging.ERROR,
+                    "task_timed_out",
+                    runner=self.name,
+                    task_id=handle.id,
+                    task_name=handle.name,
+                    timeout=handle._timeout,
+                )
+        elif self._ledger.move(handle, TaskState.CANCELLED):
+            self._log_cancelled(handle)
+
+    def _settle_failed_on_loop(self, handle: TaskHandle[Any], exc: BaseException) -> None:
+        """Loop thread only.  Logged once, with the traceback; never the arguments."""
+        if self._ledger.move(handle, TaskState.FAILED, exc=exc):
+            _logging.log(
+                _logging.ERROR,
+                "task_failed",
+                runner=self.name,
+                task_id=handle.id,
+                task_name=handle.name,
+                exc_info=exc,
+            )
+
+    def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
+        """Loop thread only."""
+        if self._ledger.move(handle, TaskState.SUCCEEDED, value=value) and (
+            _logging.debug_enabled()
+        ):
+            _logging.log(
+                _logging.DEBUG,
+                "task_succeeded",
+                runner=self.name,
+                task_id=handle.id,
+                task_name=handle.name,
+            )
+
     @staticmethod
-    def _expire(handle: TaskHandle[Any], task: asyncio.Task[Any]) -> None:
+    def _expire(handle: TaskHandle[Any]) -> None:
         """Loop thread only.  The task's own timeout fired."""
+        handle._timer = None
         handle._expired = True
+        task = handle._task
+        assert task is not None
         task.cancel("loopkeeper: task timeout expired")
 
     async def _run_sync(
@@ -830,17 +851,19 @@ class Runner:
         for handle in waited:
             thread = handle._thread_name
             func = handle._func
-            if self._ledger.move(handle, TaskState.ABANDONED):
+            if self._ledger.move(handle, TaskState.ABANDONED, from_state=TaskState.PENDING):
                 close_if_coroutine(func)  # a pending coroutine that will never run
-                infos.append(
-                    TaskInfo(
-                        id=handle.id,
-                        name=handle.name,
-                        state=TaskState.ABANDONED,
-                        age=now - handle._submitted_at,
-                        thread=thread,
-                    )
+            elif not self._ledger.move(handle, TaskState.ABANDONED):
+                continue  # it finished meanwhile
+            infos.append(
+                TaskInfo(
+                    id=handle.id,
+                    name=handle.name,
+                    state=TaskState.ABANDONED,
+                    age=now - handle._submitted_at,
+                    thread=thread,
                 )
+            )
         return tuple(infos)
 
     def _log_report(self, report: ShutdownReport) -> None:
