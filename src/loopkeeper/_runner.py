@@ -343,8 +343,13 @@ class Runner:
             )
         if loop_thread.is_current():
             self._dispatch_on_loop([handle])
-        else:
+            return handle
+        try:
             loop_thread.post(handle)
+        except RuntimeError:  # the loop closed under us: nothing accepted may be lost silently
+            if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
+                close_if_coroutine(func)
+            raise
         return handle
 
     def cancel(self, handle: TaskHandle[Any], msg: str | None = None) -> bool:

@@ -273,6 +273,7 @@ class _Exchange:
             return  # the server stops without a shutdown message
         if _STARTUP in self._unanswered:
             self._unanswered.discard(_STARTUP)
+            await self._to_server({"type": "lifespan.startup.complete"})
         if not self._shutdown_received:
             while (await self._from_server()).get("type") != _SHUTDOWN:
                 pass  # the spec knows no other message: shutdown is the server's last word
