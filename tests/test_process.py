@@ -982,10 +982,22 @@ def test_no_signal_handler_or_environment_variable_is_ever_changed(tmp_path: Pat
 # -- asyncio.to_thread at exit -------------------------------------------------------------
 
 
-def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(tmp_path: Path) -> None:
-    """A task that calls ``asyncio.to_thread`` only after the interpreter began to exit
-    still gets its thread and finishes: the drain runs before the executors shut down, and
-    the loop's default executor runs on the runner's own workers, which exist already
+@pytest.mark.parametrize(
+    "blocking_call",
+    [
+        "await asyncio.to_thread(time.sleep, 0.2)",
+        "await sync_to_async(time.sleep, thread_sensitive=False)(0.2)",
+        "await loopkeeper.run_in_thread(time.sleep, 0.2)",
+    ],
+    ids=["asyncio.to_thread", "sync_to_async", "run_in_thread"],
+)
+def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
+    tmp_path: Path, blocking_call: str
+) -> None:
+    """A task that runs blocking code in a thread (``asyncio.to_thread``, asgiref's
+    ``sync_to_async``, ``run_in_thread``) only after the interpreter began to exit still
+    gets its thread and finishes: the drain runs before the executors shut down, and the
+    loop's default executor runs on the runner's own workers, which exist already
     (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964)."""
     marker = tmp_path / "marker"
     script = _script(
@@ -997,15 +1009,17 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(tmp_path: Path) -
         import time
         from pathlib import Path
 
+        from asgiref.sync import sync_to_async
+
         import loopkeeper
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
         """,
         EXIT_BEGAN,
-        """
+        f"""
         async def sleep_in_thread_after_exit(path):
             await wait_until_exit_began()
-            await asyncio.to_thread(time.sleep, 0.2)
+            {blocking_call}
             Path(path).write_text("finished")
 
 
