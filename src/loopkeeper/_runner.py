@@ -333,7 +333,7 @@ class Runner:
         if error is not None:
             close_if_coroutine(func)
             raise error
-        if _logging.debug_enabled():
+        if _logging.debug_enabled():  # before the post: log lines stay in order
             _logging.log(
                 _logging.DEBUG,
                 "task_submitted",
@@ -346,7 +346,7 @@ class Runner:
             return handle
         try:
             loop_thread.post(handle)
-        except RuntimeError:  # the loop closed under us: nothing accepted may be lost silently
+        except RuntimeError:  # the loop closed under us: nothing accepted is lost silently
             if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
                 close_if_coroutine(func)
             raise

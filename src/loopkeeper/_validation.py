@@ -138,6 +138,8 @@ def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
 
 def default_name(func: object) -> str:
     """The task's name when none is given: the function's qualified name, never its args."""
+    if type(func) is types.FunctionType:
+        return func.__qualname__
     target = _unwrap(func)
     name = getattr(target, "__qualname__", None)
     if isinstance(name, str):

@@ -8,8 +8,10 @@
     app = LifespanMiddleware(Starlette(routes=routes, lifespan=lifespan))  # Starlette, FastAPI
 
 Some ASGI servers never run Python's exit hooks (uvicorn re-raises SIGTERM after its own
-shutdown, granian's workers may end without them), so loopkeeper's exit drain cannot be
-relied on there.  The ASGI lifespan protocol is the one shutdown hook they all share.
+shutdown and dies of it; granian's forked workers end with ``os._exit``, which skips plain
+``atexit`` hooks), so loopkeeper's exit drain cannot be relied on everywhere.  The ASGI
+lifespan protocol is the one shutdown hook they all share.  The README's "Deployment"
+table says what each server runs at exit.
 
 What the middleware does with each scope:
 
@@ -35,9 +37,11 @@ Which reply after the drain (decided here, not by the ASGI spec): if the drain w
 the app's own reply goes to the server unchanged.  If the runner had to cancel or abandon
 work (``ShutdownReport.clean`` is false), the server gets ``lifespan.shutdown.failed``
 whose ``message`` is the report: the spec defines that reply as "failed to shut down
-cleanly", and lost work is exactly that.  uvicorn and granian log the message at ERROR
-(uvicorn adds "Application shutdown failed"), hypercorn raises it (a traceback and exit
-status 1); none of them stops shutting down because of it.  An app that itself replied
+cleanly", and lost work is exactly that, so the server's own log says so next to
+loopkeeper's ``shutdown_incomplete`` warning.  Measured: uvicorn and granian log the
+message at ERROR (uvicorn adds "Application shutdown failed. Exiting."); hypercorn's
+asyncio worker raises it (a ``LifespanFailureError`` traceback), its trio worker says
+nothing; all of them finish shutting down as usual.  An app that itself replied
 ``lifespan.shutdown.failed`` keeps its reply, unchanged; the report is still logged.
 
 An app that does not speak lifespan is answered for: Django's ``ASGIHandler`` raises on
@@ -46,11 +50,12 @@ from the app during lifespan means "lifespan not supported", not "startup failed
 server gets exactly one reply to each lifespan message all the same (startup completes,
 shutdown completes after the drain), and the middleware's own call returns normally.  An
 app that wants to stop the server sends ``lifespan.startup.failed``, as Starlette does.
-An exception raised before the app received anything is logged at DEBUG
-(``asgi_lifespan_unsupported``, the Django case), one raised later at WARNING with its
-traceback (``asgi_lifespan_app_failed``).  Exceptions raised by the *server's* receive or
-send (hypercorn raises on a ``.failed`` reply) always propagate unchanged, and nothing more
-is sent after one.
+An exception raised before the app received anything (Django's case) or after the app's
+own ``.failed`` reply (Starlette re-raises) is logged at DEBUG
+(``asgi_lifespan_unsupported``); any other is logged at WARNING with its traceback
+(``asgi_lifespan_app_failed``): the app began to speak lifespan, then crashed.
+Exceptions raised by the *server's* receive or send (hypercorn raises on a ``.failed``
+reply) always propagate unchanged, and nothing more is sent after one.
 
 Set the server's own graceful timeout for the lifespan shutdown above
 ``shutdown_timeout`` plus one second (the grace loopkeeper gives cancelled work).
