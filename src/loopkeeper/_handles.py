@@ -452,11 +452,8 @@ class Ledger:
         self.closed = False
         self.exempt: frozenset[int] = frozenset()  # tasks a drain does not wait for
         self.drained = threading.Event()  # set once closed and nothing but exempt is left
-        self._ids = itertools.count(1)
+        self.ids = itertools.count(1)  # task ids; next() on it is atomic
         self._on_settled_empty = on_settled_empty  # called outside the lock, once
-
-    def next_id(self) -> int:
-        return next(self._ids)
 
     def close(self, exempt: frozenset[int]) -> list[TaskHandle[Any]]:
         """Stop accepting; return the manifest of unfinished tasks.  Caller holds no lock."""

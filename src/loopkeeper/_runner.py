@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import math
 import os
 import sys
 import threading
@@ -295,7 +296,7 @@ class Runner:
         except BaseException:
             close_if_coroutine(func)
             raise
-        if seconds == float("inf"):
+        if seconds == math.inf:
             seconds = None
         self._check_process(func)
         ledger = self._ledger
@@ -319,7 +320,7 @@ class Runner:
                 handle: TaskHandle[Any] = TaskHandle(
                     ledger,
                     self,
-                    ledger.next_id(),
+                    next(ledger.ids),
                     task_name,
                     kind,
                     func,
