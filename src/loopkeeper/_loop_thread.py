@@ -236,6 +236,12 @@ class LoopThread(Generic[Item]):
                     _logging.log(
                         _logging.ERROR, "loop_callback_failed", runner=self._name, exc_info=exc
                     )
+                else:
+                    if self._stop_requested:
+                        break
+                    _logging.log(  # user code called loop.stop(): the loop is not theirs
+                        _logging.WARNING, "loop_stop_refused", runner=self._name
+                    )
                 if self._stop_requested:
                     break
         finally:

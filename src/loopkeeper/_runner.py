@@ -106,6 +106,13 @@ def _wait_event(event: threading.Event, deadline: float) -> bool:
     return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
 
 
+async def _refuse_default_executor_shutdown(timeout: float | None = None) -> None:
+    raise RuntimeError(
+        "loopkeeper owns this loop's default executor (its tracked worker threads) and "
+        "shuts it down itself; a task must not shut it down for every other task"
+    )
+
+
 @final
 class _Task(asyncio.Task[None]):
     """The asyncio task that runs one handle's wrapper coroutine.
@@ -205,7 +212,10 @@ class Runner:
         self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
         self._report: ShutdownReport | None = None  # set once, under _shutdown_lock
         self._stop_when_drained = False  # set once by shutdown; read by _maybe_stop
-        self._left_running: list[TaskHandle[Any]] = []  # abandoned, not cancelled: kept alive
+        # Abandoned by shutdown(cancel_remaining=False) and still running: kept alive here,
+        # and the loop stops once the last of them ends.  Loop thread only, once shutdown
+        # has handed them over (_hand_over_left_running_on_loop).
+        self._left_running: dict[int, TaskHandle[Any]] = {}
 
     def __repr__(self) -> str:
         state = (
@@ -559,6 +569,10 @@ class Runner:
         loop = self._loop_thread.loop
         assert loop is not None
         loop.set_default_executor(TrackedExecutor(self._pool))
+        # The default executor lives as long as the runner: a task must not shut it down for
+        # every other task (the flag it would set refuses all later run_in_executor calls).
+        with contextlib.suppress(AttributeError):  # a loop type without instance attributes
+            loop.shutdown_default_executor = _refuse_default_executor_shutdown  # type: ignore[method-assign]
         try:
             self._pool.prestart()
         except RuntimeError as exc:  # no thread can start now; sync tasks will say so
@@ -643,6 +657,8 @@ class Runner:
                 handle._timer = None
             handle._task = None
             self._release_slot_on_loop()
+            if self._left_running.pop(handle.id, None) is not None and not self._left_running:
+                self._stop(0.0, join=False)  # the last task shutdown left running has ended
 
     def _begin_on_loop(self, handle: TaskHandle[Any]) -> bool:
         """Loop thread only, in the task's context.  PENDING -> RUNNING, or False."""
@@ -725,6 +741,12 @@ class Runner:
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+        # A coroutine the function returns must run or be closed, even when this coroutine
+        # stopped waiting (the task was abandoned) and the loop may close before a posted
+        # callback runs.  Both sides record, then check the other's record: under the GIL
+        # at least one of them sees both and closes it (closing twice is harmless).
+        returned: list[object] = []  # the worker appends the function's value
+        gave_up: list[bool] = []  # the loop thread appends when it stops waiting
 
         def settle(outcome: tuple[Any, BaseException | None]) -> None:
             if not done.done():
@@ -739,8 +761,14 @@ class Runner:
             except BaseException as exc:  # noqa: BLE001  reported as the task's failure
                 outcome = (None, exc)
             handle._thread_name = None
-            with contextlib.suppress(RuntimeError):  # closed loop: the task was abandoned
+            returned.append(outcome[0])
+            if gave_up:
+                close_if_coroutine(outcome[0])
+                return
+            try:
                 loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:  # the loop has closed: the task was abandoned long ago
+                close_if_coroutine(outcome[0])
 
         self._pool.submit(job, Token(handle))
         cancelled = False
@@ -750,9 +778,13 @@ class Runner:
                 break
             except asyncio.CancelledError:
                 cancelled = True
-                if handle.done():
+                if handle.done():  # abandoned: stop waiting for the thread
+                    gave_up.append(True)
+                    for item in returned:
+                        close_if_coroutine(item)
                     raise
         if cancelled:
+            close_if_coroutine(value)  # the task is cancelled: what it returned never runs
             raise asyncio.CancelledError
         if exc is not None:
             raise exc
@@ -803,13 +835,21 @@ class Runner:
                 self._log_report(report)
                 if cancel_remaining or not abandoned:
                     self._stop(begun + timeout + GRACE, join=not exempt)
-                else:  # left running until the process ends: keep them referenced
-                    self._left_running = waited
+                else:  # left running: keep them referenced; stop once they have ended
+                    self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
             except KeyboardInterrupt:
                 interrupted = True
             if interrupted:
                 raise KeyboardInterrupt
             return report
+
+    def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:
+        """Loop thread only.  Track the abandoned tasks still running; stop if none is."""
+        self._left_running = {
+            h.id: h for h in waited if h._state is TaskState.ABANDONED and h._task is not None
+        }
+        if not self._left_running:
+            self._stop(0.0, join=False)
 
     def _drain(
         self,

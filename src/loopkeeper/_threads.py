@@ -297,6 +297,9 @@ class WorkerPool:
                 with self._changed:
                     del self._running[ident]
                     self._changed.notify_all()
+                # An idle worker must not keep its last job (and so the task's arguments
+                # and result) alive while it waits: the last worker waits forever.
+                del item, job, token
 
 
 def _owner_id(token: Token) -> int | None:
