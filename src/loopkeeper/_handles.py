@@ -494,12 +494,16 @@ class Ledger:
                 return True
             handle._value = value
             handle._exc = exc
+            # Released after the lock: dropping the last reference to an argument may run a
+            # finalizer, and a finalizer may submit (weakref.finalize(conn, submit, close)).
+            released = handle._func, handle._args
             handle._func = handle._args = None
             del self.unfinished[handle.id]
             event, waiters, callbacks = handle._event, handle._waiters, handle._callbacks
             handle._waiters = handle._callbacks = None
             drained = self.closed and self.unfinished.keys() <= self.exempt
             empty = self.closed and not self.unfinished
+        del released
         if event is not None:
             event.set()
         for wake in waiters or ():

@@ -295,11 +295,11 @@ class WorkerPool:
             finally:
                 _local.token = None
                 with self._changed:
-                    del self._running[ident]
+                    record = self._running.pop(ident)  # dropped after the lock, like the job
                     self._changed.notify_all()
                 # An idle worker must not keep its last job (and so the task's arguments
                 # and result) alive while it waits: the last worker waits forever.
-                del item, job, token
+                del item, job, token, record
 
 
 def _owner_id(token: Token) -> int | None:
