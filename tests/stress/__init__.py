@@ -1,0 +1,1 @@
+"""The reliability suite: storm, soak, faults, hygiene (see RELIABILITY.md)."""
