@@ -753,14 +753,17 @@ class Runner:
                 done.set_result(outcome)
 
         def job() -> None:
-            handle._thread_name = threading.current_thread().name
-            context = contextvars.Context()
-            context.run(CURRENT_TASK.set, handle)
-            try:
-                outcome: tuple[Any, BaseException | None] = (context.run(func, *args), None)
-            except BaseException as exc:  # noqa: BLE001  reported as the task's failure
-                outcome = (None, exc)
-            handle._thread_name = None
+            if handle._stop_requested():  # cancelled while queued: never start it
+                outcome: tuple[Any, BaseException | None] = (None, asyncio.CancelledError())
+            else:
+                handle._thread_name = threading.current_thread().name
+                context = contextvars.Context()
+                context.run(CURRENT_TASK.set, handle)
+                try:
+                    outcome = (context.run(func, *args), None)
+                except BaseException as exc:  # noqa: BLE001  reported as the task's failure
+                    outcome = (None, exc)
+                handle._thread_name = None
             returned.append(outcome[0])
             if gave_up:
                 close_if_coroutine(outcome[0])
