@@ -622,7 +622,7 @@ def test_a_handle_read_the_instant_it_settles_shows_its_whole_outcome(figures: F
     the interpreter may change threads between any two steps of the settling thread; on
     CPython 3.10 (and under tracers and profilers, or free-threaded builds) that is where
     such a gap shows."""
-    count = size(20_000, 200_000)
+    count = size(40_000, 400_000)
     runner = Runner(name="settle-race", max_pending=count)
     wrong: list[str] = []
     old_interval = sys.getswitchinterval()
