@@ -486,14 +486,17 @@ class Ledger:
             old = handle._state
             if not old._allowed[new._slot] or (from_state is not None and old is not from_state):
                 return False
-            handle._state = new
             counts = self.counts
             counts[old._slot] -= 1
             counts[new._slot] += 1
             if new is TaskState.RUNNING:
+                handle._state = new
                 return True
+            # The outcome first, the state last: done() and result() read them without the
+            # lock, so a reader that sees a final state must see its value and exception.
             handle._value = value
             handle._exc = exc
+            handle._state = new
             # Released after the lock: dropping the last reference to an argument may run a
             # finalizer, and a finalizer may submit (weakref.finalize(conn, submit, close)).
             released = handle._func, handle._args
