@@ -345,13 +345,7 @@ class Runner:
             close_if_coroutine(func)
             raise error
         if _logging.debug_enabled():  # before the post: log lines stay in order
-            _logging.log(
-                _logging.DEBUG,
-                "task_submitted",
-                runner=self.name,
-                task_id=handle.id,
-                task_name=handle.name,
-            )
+            self._log_task(_logging.DEBUG, "task_submitted", handle)
         if loop_thread.is_current():
             self._dispatch_on_loop([handle])
             return handle
@@ -540,15 +534,14 @@ class Runner:
             return frozenset({current.id})
         return frozenset()
 
-    def _log_cancelled(self, handle: TaskHandle[Any]) -> None:
+    def _log_task(self, level: int, event: str, handle: TaskHandle[Any], **fields: Any) -> None:
+        """One lifecycle line for a task: runner, id and name, never arguments or result."""
         _logging.log(
-            _logging.INFO,
-            "task_cancelled",
-            runner=self.name,
-            task_id=handle.id,
-            task_name=handle.name,
-            by_shutdown=handle._by_shutdown,
+            level, event, runner=self.name, task_id=handle.id, task_name=handle.name, **fields
         )
+
+    def _log_cancelled(self, handle: TaskHandle[Any]) -> None:
+        self._log_task(_logging.INFO, "task_cancelled", handle, by_shutdown=handle._by_shutdown)
 
     def _describe_blocker(self) -> tuple[int, str] | None:
         """Watchdog thread.  The task the loop thread is running now, if it is one of ours."""
@@ -667,13 +660,7 @@ class Runner:
         CURRENT_TASK.set(handle)
         handle._func = handle._args = None  # the task owns them now
         if _logging.debug_enabled():
-            _logging.log(
-                _logging.DEBUG,
-                "task_started",
-                runner=self.name,
-                task_id=handle.id,
-                task_name=handle.name,
-            )
+            self._log_task(_logging.DEBUG, "task_started", handle)
         if handle._timeout is not None:
             loop = self._loop_thread.loop
             assert loop is not None
@@ -686,41 +673,21 @@ class Runner:
             assert handle._timeout is not None
             error = TaskTimeoutError(handle.id, handle.name, handle._timeout)
             if self._ledger.move(handle, TaskState.FAILED, exc=error):
-                _logging.log(
-                    _logging.ERROR,
-                    "task_timed_out",
-                    runner=self.name,
-                    task_id=handle.id,
-                    task_name=handle.name,
-                    timeout=handle._timeout,
-                )
+                self._log_task(_logging.ERROR, "task_timed_out", handle, timeout=handle._timeout)
         elif self._ledger.move(handle, TaskState.CANCELLED):
             self._log_cancelled(handle)
 
     def _settle_failed_on_loop(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Loop thread only.  Logged once, with the traceback; never the arguments."""
         if self._ledger.move(handle, TaskState.FAILED, exc=exc):
-            _logging.log(
-                _logging.ERROR,
-                "task_failed",
-                runner=self.name,
-                task_id=handle.id,
-                task_name=handle.name,
-                exc_info=exc,
-            )
+            self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
         if self._ledger.move(handle, TaskState.SUCCEEDED, value=value) and (
             _logging.debug_enabled()
         ):
-            _logging.log(
-                _logging.DEBUG,
-                "task_succeeded",
-                runner=self.name,
-                task_id=handle.id,
-                task_name=handle.name,
-            )
+            self._log_task(_logging.DEBUG, "task_succeeded", handle)
 
     @staticmethod
     def _expire(handle: TaskHandle[Any]) -> None:
