@@ -6,9 +6,10 @@ Every run that includes ``tests/stress`` ends with one line such as::
     ..., cancelled ..., abandoned ...; rejected ...); faults injected ...; bad inputs tried
     ...; soak 50000 tasks, RSS 41.2 -> 42.0 MiB (+0.8); lost: 0
 
-"bad inputs tried" counts the passed cases of ``tests/test_validation.py`` in the same
-run (0 when it did not run).  A failing test that recorded a seed shows it in a
-``loopkeeper seed`` section with the command that replays it.
+"bad inputs tried" counts the passed bad-input cases of ``tests/test_validation.py`` in the
+same run (tests named for bad input or a refusal; 0 when that file did not run).  A
+failing test that recorded a seed shows it in a ``loopkeeper seed`` section with the
+command that replays it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ def pytest_runtest_makereport(
     return report
 
 
+def _is_bad_input_case(nodeid: str) -> bool:
+    """A case of ``tests/test_validation.py`` that feeds bad input (not one that checks
+    that odd but valid input is accepted)."""
+    path, _, rest = nodeid.partition("::")
+    test = rest.split("[")[0]
+    return path.endswith("test_validation.py") and ("bad" in test or "refuse" in test)
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     figures = config.stash.get(_FIGURES, None)
     if figures is None:
@@ -67,8 +76,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     bad_inputs = sum(
         1
         for report in stats.get("passed", [])
-        if getattr(report, "when", "") == "call"
-        and report.nodeid.split("::")[0].endswith("test_validation.py")
+        if getattr(report, "when", "") == "call" and _is_bad_input_case(report.nodeid)
     )
     failed = sum(
         1

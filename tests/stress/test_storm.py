@@ -9,6 +9,9 @@ a second asyncio loop in another thread that awaits a handle sees the same outco
 Each storm is seeded (``random.Random(seed)`` decides every plan, delay and option); the
 seed is printed with any failure, and ``LOOPKEEPER_SEED=N`` replays it.  Besides the fixed
 seeds, each run tries one fresh seed.
+
+The last test races readers against the settling of each task: a handle read the instant
+``done()`` turns True must already hold its whole outcome.
 """
 
 from __future__ import annotations
