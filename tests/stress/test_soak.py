@@ -33,7 +33,7 @@ TOTAL: Final = size(50_000, 1_000_000)
 WAVE: Final = 5_000  # tasks in flight at most: one wave
 SUBMITTERS: Final = 4
 SYNC_EVERY: Final = 10  # every tenth task is a sync callable, run in a worker thread
-RSS_BOUND_MIB: Final = 12.0  # measured over 60 quick and 4 long runs: +1.3 to +5.6 MiB
+RSS_BOUND_MIB: Final = 12.0  # measured over 60 quick and 8 long runs: +1.3 to +5.9 MiB
 BLOCKS_BOUND: Final = 10_000  # allocated blocks; measured: +600 after a million tasks
 
 
