@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from loopkeeper._threads import Token, WorkerPool
+from loopkeeper._threads import Token, WorkerPool, prestart_asgiref_thread
 
 WaitUntil = Callable[..., None]
 WAIT = 10.0
@@ -73,3 +74,22 @@ def test_busy_counts_only_workers_running_a_job(wait_until: WaitUntil) -> None:
     gate.set()
     wait_until(lambda: pool.busy == 0, what="workers to be idle again")
     pool.close()
+
+
+def test_prestart_asgiref_thread_starts_asgiref_s_thread_sensitive_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Pythons that refuse threads at exit, the runner starts asgiref's single
+    thread-sensitive thread early; a shut-down executor is left alone, without error."""
+    sync = pytest.importorskip("asgiref.sync")
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lk-asgiref")
+    monkeypatch.setattr(sync.SyncToAsync, "single_thread_executor", executor)
+    try:
+        prestart_asgiref_thread()
+        names = [t.name for t in threading.enumerate()]
+        assert "lk-asgiref_0" in names
+    finally:
+        executor.shutdown(wait=True)
+
+    prestart_asgiref_thread()  # shut down: no error, no thread
+    assert "lk-asgiref_0" not in [t.name for t in threading.enumerate()]

@@ -50,7 +50,14 @@ from ._handles import (
     cancel_handle,
 )
 from ._loop_thread import LoopThread
-from ._threads import CURRENT_TASK, Token, TrackedExecutor, WorkerPool
+from ._threads import (
+    CURRENT_TASK,
+    THREADS_REFUSED_AT_EXIT,
+    Token,
+    TrackedExecutor,
+    WorkerPool,
+    prestart_asgiref_thread,
+)
 from ._validation import (
     Kind,
     check_callable_option,
@@ -557,7 +564,7 @@ class Runner:
         return None
 
     def _on_loop_started(self) -> None:
-        """Loop thread only, once.  Keep one worker for work submitted during exit."""
+        """Loop thread only, once.  Start the threads that work during exit may need."""
         _logging.log(_logging.INFO, "runner_started", runner=self.name)
         loop = self._loop_thread.loop
         assert loop is not None
@@ -570,6 +577,8 @@ class Runner:
             self._pool.prestart()
         except RuntimeError as exc:  # no thread can start now; sync tasks will say so
             _logging.log(_logging.WARNING, "worker_start_failed", runner=self.name, exc_info=exc)
+        if THREADS_REFUSED_AT_EXIT:
+            prestart_asgiref_thread()
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Start each accepted task, or queue it for a slot."""

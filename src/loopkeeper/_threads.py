@@ -56,10 +56,12 @@ if TYPE_CHECKING:
 __all__ = (
     "ACK_TIMEOUT",
     "CURRENT_TASK",
+    "THREADS_REFUSED_AT_EXIT",
     "Token",
     "TrackedExecutor",
     "WorkerPool",
     "check_cancelled",
+    "prestart_asgiref_thread",
     "run_in_thread",
 )
 
@@ -67,6 +69,10 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 ACK_TIMEOUT: Final = 1.0  # seconds run_in_thread waits for a cancelled thread to return
+
+# CPython 3.12.0-3.12.2 refuse to start any thread once the interpreter begins to exit
+# (gh-113964, fixed in 3.12.3): a thread that the exit drain may need must exist before.
+THREADS_REFUSED_AT_EXIT: Final = (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2)
 
 # The task a piece of code runs for.  Every task and job runs in a fresh Context, so
 # setting it there makes it task-local; copied contexts carry it into other threads.
@@ -418,3 +424,19 @@ async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[
     if exc is not None:
         raise exc
     return cast("T", value)
+
+
+def prestart_asgiref_thread() -> None:
+    """Start asgiref's process-wide thread-sensitive thread now, if asgiref is imported.
+
+    ``sync_to_async(func)`` (``thread_sensitive=True``, the form Django code uses) runs
+    ``func`` on ``SyncToAsync.single_thread_executor``, whose one thread starts on first
+    use.  Where that first use comes from a task of the exit drain, on a Python that
+    refuses threads at exit, the task would fail; started now, the thread is there.  A
+    no-op when asgiref is not imported or its executor is already shut down.
+    """
+    sync = sys.modules.get("asgiref.sync")
+    executor = getattr(getattr(sync, "SyncToAsync", None), "single_thread_executor", None)
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
+        with contextlib.suppress(RuntimeError):  # shut down, or no thread can start
+            executor.submit(int)  # a no-op job: the executor starts its thread for it

@@ -81,10 +81,15 @@ def classify(func: object, args: tuple[object, ...]) -> Kind:
     A coroutine object that is rejected is closed here (no "never awaited" warning),
     unless it was already started: then it belongs to whoever started it.
     """
-    # Fast path for the common cases (a plain function, a bound method): read the code
-    # flags once instead of asking inspect five questions.  Anything unusual (generators,
-    # inspect.markcoroutinefunction, partials, callable objects) takes the full path.
-    target = func.__func__ if type(func) is types.MethodType else func
+    # Fast path for the common cases (a plain function, a bound method, a partial of
+    # either): read the code flags once instead of asking inspect five questions.
+    # Anything unusual (generators, inspect.markcoroutinefunction, callable objects,
+    # partial subclasses) takes the full path.
+    target = func
+    while type(target) is functools.partial:
+        target = target.func
+    if type(target) is types.MethodType:
+        target = target.__func__
     if type(target) is types.FunctionType:
         flags = target.__code__.co_flags
         if flags & inspect.CO_COROUTINE:
@@ -138,9 +143,12 @@ def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
 
 def default_name(func: object) -> str:
     """The task's name when none is given: the function's qualified name, never its args."""
-    if type(func) is types.FunctionType:
-        return func.__qualname__
-    target = _unwrap(func)
+    target = func
+    while type(target) is functools.partial:
+        target = target.func
+    if type(target) is types.FunctionType:
+        return target.__qualname__
+    target = _unwrap(target)
     name = getattr(target, "__qualname__", None)
     if isinstance(name, str):
         return name

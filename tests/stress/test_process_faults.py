@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -156,21 +155,12 @@ def test_exit_drain_finishes_every_kind_of_work_in_flight(tmp_path: Path, figure
     _assert_no_exit_noise(result.stderr)
 
 
-@pytest.mark.xfail(
-    (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2),
-    reason=(
-        "CPython 3.12.0-3.12.2 cannot start a thread at interpreter shutdown (gh-113964), "
-        "and asgiref's thread-sensitive executor starts its thread on first use; routing "
-        "thread-sensitive sync_to_async to the task's tracked thread belongs to the Django "
-        "integration (DESIGN section 7)"
-    ),
-    strict=True,
-)
 def test_exit_drain_finishes_a_default_sync_to_async_call(tmp_path: Path, figures: Figures) -> None:
     """The same for asgiref's default ``sync_to_async(func)`` (``thread_sensitive=True``),
     the form Django code uses: called only after the exit began, it still runs and the task
     finishes.  (On CPython 3.12.0-3.12.2 no thread can start at that point, gh-113964, and
-    asgiref's single-thread executor starts its thread on first use.)"""
+    asgiref's single-thread executor starts its thread on first use: the runner starts it
+    when its loop starts.)"""
     out = tmp_path / "out"
     out.mkdir()
     script = _exit_script(tmp_path, ("via_sync_to_async",), thread_sensitive=True)
