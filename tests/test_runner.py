@@ -151,6 +151,37 @@ def test_a_raising_task_fails_alone_and_the_loop_survives(
     assert runner.stats().failed == 1
 
 
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_a_task_s_system_exit_is_logged_once_as_that_task_s_failure(
+    runner: Runner, caplog: pytest.LogCaptureFixture, exc_type: type[BaseException]
+) -> None:
+    """asyncio re-raises a task's SystemExit/KeyboardInterrupt out of the loop; the loop
+    thread runs on, and the task's ``task_failed`` line is the only ERROR line about it.
+    The same exception from a plain loop callback (no task to report it) is logged as
+    ``loop_callback_failed``."""
+
+    async def boom() -> None:
+        raise exc_type("from a task")
+
+    async def from_a_callback() -> None:
+        def raise_it() -> None:
+            raise exc_type("from a loop callback")
+
+        asyncio.get_running_loop().call_soon(raise_it)
+
+    with caplog.at_level(logging.DEBUG, logger="loopkeeper"):
+        runner.submit(boom).exception(WAIT)
+        runner.submit(asyncio.sleep, 0).result(WAIT)  # the loop thread has decided by now
+        errors = [getattr(r, "event", None) for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == ["task_failed"]
+
+        runner.submit(from_a_callback).result(WAIT)
+        runner.submit(asyncio.sleep, 0).result(WAIT)
+        errors = [getattr(r, "event", None) for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == ["task_failed", "loop_callback_failed"]
+    assert runner.submit(asyncio.sleep, 0, "alive").result(WAIT) == "alive"
+
+
 @pytest.mark.parametrize("exc_type", [ValueError, SystemExit, KeyboardInterrupt])
 def test_a_raising_sync_task_fails_alone(runner: Runner, exc_type: type[BaseException]) -> None:
     """The same holds for a sync task: its worker thread survives to run the next job."""

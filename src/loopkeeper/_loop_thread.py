@@ -15,8 +15,9 @@ than ``watchdog_threshold``, logs ``loop_blocked`` once per incident, while the 
 still blocked, naming the task that holds it and the loop thread's current stack; when
 the loop comes back it logs ``loop_unblocked``.
 
-Never dies: a callback that raises ``SystemExit`` or ``KeyboardInterrupt`` escapes
-``run_forever``; the thread logs it and runs the loop again.  Only ``request_stop()``
+Never dies: a callback or task that raises ``SystemExit`` or ``KeyboardInterrupt``
+escapes ``run_forever``; the thread runs the loop again, and logs it (unless the failed
+task's own log line reports it).  Only ``request_stop()``
 ends it.  On the way out it cancels tasks that user code left behind (bounded wait),
 shuts down async generators and closes the loop.
 
@@ -57,6 +58,7 @@ class LoopThread(Generic[Item]):
         on_started: Callable[[], None],
         watchdog_threshold: float | None = None,
         describe_blocker: Callable[[], tuple[int, str] | None] = lambda: None,
+        claim_escape: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         self._name = name
         self._loop_factory = loop_factory
@@ -76,6 +78,7 @@ class LoopThread(Generic[Item]):
         self.last_beat = time.monotonic()  # loop thread writes, the watchdog reads
         self._watchdog_threshold = watchdog_threshold
         self._describe_blocker = describe_blocker  # watchdog thread: (task id, name) or None
+        self._claim_escape = claim_escape  # loop thread: True if a task's failure reports it
         self._beat_interval = (
             _HEARTBEAT if watchdog_threshold is None else min(_HEARTBEAT, watchdog_threshold / 4)
         )
@@ -167,6 +170,11 @@ class LoopThread(Generic[Item]):
             self._inbox.clear()
         self._dispatch(batch)
 
+    def _report_escape(self, exc: BaseException) -> None:
+        """Loop thread only.  ``exc`` left ``run_forever``: log it unless a task's is."""
+        if not self._claim_escape(exc):
+            _logging.log(_logging.ERROR, "loop_callback_failed", runner=self._name, exc_info=exc)
+
     def _stop_on_loop(self) -> None:
         assert self.loop is not None
         self.loop.stop()
@@ -233,9 +241,9 @@ class LoopThread(Generic[Item]):
                 try:
                     loop.run_forever()
                 except BaseException as exc:  # noqa: BLE001  the loop thread must survive
-                    _logging.log(
-                        _logging.ERROR, "loop_callback_failed", runner=self._name, exc_info=exc
-                    )
+                    # Decided after the callbacks already scheduled: a task's own
+                    # SystemExit or KeyboardInterrupt is reported by its done callback.
+                    loop.call_soon(self._report_escape, exc)
                 else:
                     if self._stop_requested:
                         break

@@ -11,8 +11,13 @@ in a fresh ``contextvars.Context`` (never the submitter's); sync callables run i
 pool and report back to the loop.
 
 Guarantees: every accepted task ends SUCCEEDED, FAILED, CANCELLED or ABANDONED, and is
-counted once; a task that raises anything fails that task, never the loop; a shutdown
-returns within its timeout plus ``GRACE`` even when the loop thread is blocked.
+counted once; a task that raises anything fails that task, never the loop (asyncio lets
+a task's ``SystemExit`` or ``KeyboardInterrupt`` leave ``run_forever``: the loop thread
+runs on, and the task's done callback settles it); a shutdown returns within its timeout
+plus ``GRACE`` even when the loop thread is blocked.
+
+Memory: a pending-and-running async task is its handle, its asyncio task, its own
+coroutine and a fresh context: no wrapper coroutine (it cost ~280 bytes per task).
 
 After fork: a runner created in the parent refuses every call in the child
 (``RuntimeError``); the parent's tasks never run there.
@@ -29,6 +34,7 @@ import os
 import sys
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -120,31 +126,18 @@ async def _refuse_default_executor_shutdown(timeout: float | None = None) -> Non
     )
 
 
-@final
-class _Task(asyncio.Task[None]):
-    """The asyncio task that runs one handle's wrapper coroutine.
+async def _await(awaitable: Any) -> Any:
+    """A coroutine around an awaitable that is not one (asyncio tasks need coroutines)."""
+    return await awaitable
 
-    A task cancelled before its first step never runs its coroutine's body, so the
-    wrapper's own bookkeeping (settle the handle, give back its concurrency slot) would
-    never happen.  Only user code can do that (cancelling every task on the loop), and
-    it must not lose a task: ``cancel`` does the bookkeeping then.  This costs nothing
-    per task, unlike a done callback.
-    """
+
+@final
+class _Task(asyncio.Task[Any]):
+    """The asyncio task that runs one handle's coroutine; its done callback settles it."""
 
     __slots__ = ("_lk_handle",)
 
-    _lk_handle: TaskHandle[Any] | None
-
-    def cancel(self, msg: Any | None = None) -> bool:
-        handle = getattr(self, "_lk_handle", None)
-        if (
-            handle is not None
-            and not self.done()
-            and inspect.getcoroutinestate(self.get_coro()) == inspect.CORO_CREATED  # type: ignore[arg-type]
-        ):
-            self._lk_handle = None  # once
-            handle._owner._never_started(handle)
-        return super().cancel(msg)
+    _lk_handle: TaskHandle[Any]
 
 
 @final
@@ -212,8 +205,12 @@ class Runner:
             self._on_loop_started,
             self.watchdog_threshold,
             self._describe_blocker,
+            self._claim_escape,
         )
         self._pool = WorkerPool(self.name, self.max_threads)
+        self._on_task_done = self._settle_task  # one bound method, not one per task
+        # A task's SystemExit/KeyboardInterrupt, by id, until the loop thread claims it.
+        self._escaped: dict[int, BaseException] = {}
         self._active = 0  # loop thread only: tasks holding a concurrency slot
         self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
         self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
@@ -593,26 +590,48 @@ class Runner:
                 self._start_on_loop(handle)
 
     def _start_on_loop(self, handle: TaskHandle[Any]) -> None:
-        """Loop thread only.  Create the task in a fresh context; it holds a slot."""
+        """Loop thread only.  PENDING -> RUNNING, and start the task in a fresh context.
+
+        The task's own coroutine is the asyncio task's coroutine, with no wrapper around
+        it (one frame less per task, and per step); the done callback ``_settle_task``
+        settles the handle.  A sync task runs inside ``_run_sync``, and an awaitable that
+        is not a coroutine inside ``_await``.  The task holds a slot until it is settled.
+        """
         self._active += 1
+        if not self._ledger.move(handle, TaskState.RUNNING, from_state=TaskState.PENDING):
+            self._release_slot_on_loop()  # cancelled or abandoned just now
+            return
+        func, args, kind = handle._func, handle._args or (), handle._kind
+        handle._func = handle._args = None  # the task owns them now
+        context = contextvars.Context()
+        context.run(CURRENT_TASK.set, handle)
+        if _logging.debug_enabled():
+            self._log_task(_logging.DEBUG, "task_started", handle)
+        coro: Any
+        if kind is Kind.COROUTINE:
+            coro = func
+        elif kind is Kind.SYNC:
+            coro = self._run_sync(handle, func, args)
+        else:
+            try:
+                coro = context.run(func, *args)
+            except BaseException as exc:  # noqa: BLE001  calling it was the task's first step
+                self._settle_failed_on_loop(handle, exc)
+                self._finish_on_loop(handle)
+                return
+            if type(coro) is not types.CoroutineType:
+                coro = _await(coro)  # e.g. inspect.markcoroutinefunction returning a Future
         loop = self._loop_thread.loop
         assert loop is not None
         if sys.version_info >= (3, 11):
-            task = _Task(self._run(handle), loop=loop, context=contextvars.Context())
+            task = _Task(coro, loop=loop, context=context)
         else:
-            task = contextvars.Context().run(_Task, self._run(handle), loop=loop)
+            task = context.run(_Task, coro, loop=loop)
         task._lk_handle = handle
         handle._task = task
-
-    def _never_started(self, handle: TaskHandle[Any]) -> None:
-        """Loop thread only.  A wrapper cancelled before its first step (user code that
-        cancels every task on the loop) never runs its own bookkeeping: do it here."""
-        handle._task = None
-        func = handle._func
-        if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
-            close_if_coroutine(func)
-            self._log_cancelled(handle)
-        self._release_slot_on_loop()
+        task.add_done_callback(self._on_task_done, context=context)
+        if handle._timeout is not None:
+            handle._timer = loop.call_later(handle._timeout, self._expire, handle)
 
     def _release_slot_on_loop(self) -> None:
         """Loop thread only.  A task ended: give its slot to the next one waiting."""
@@ -629,52 +648,40 @@ class Runner:
         if task is not None and not handle.done():
             task.cancel(msg)
 
-    async def _run(self, handle: TaskHandle[Any]) -> None:
-        """The task itself, on the loop thread: run, time out, settle, log.
+    def _settle_task(self, task: asyncio.Task[Any]) -> None:
+        """Loop thread only: the done callback of every task.  Settle, log, free the slot.
 
-        Kept to few locals: its frame lives as long as the task does.
+        A ``SystemExit`` or ``KeyboardInterrupt`` that a task raised has also left
+        ``run_forever`` (asyncio re-raises them after storing them); the loop thread runs
+        on, and ``claim_escape`` tells it the task's own failure line reports it.
         """
-        func, args = handle._func, handle._args or ()
-        try:
-            if not self._begin_on_loop(handle):
-                return  # cancelled or abandoned before it started
-            try:
-                if handle._kind is Kind.ASYNC_FUNCTION:
-                    value = await func(*args)
-                elif handle._kind is Kind.COROUTINE:
-                    value = await func
-                else:
-                    value = await self._run_sync(handle, func, args)
-                    if inspect.iscoroutine(value):
-                        value = await value
-            except asyncio.CancelledError:
-                self._settle_cancelled_on_loop(handle)
-            except BaseException as exc:  # noqa: BLE001  a task must not take the loop down
-                self._settle_failed_on_loop(handle, exc)
+        assert isinstance(task, _Task)
+        handle = task._lk_handle
+        if task.cancelled():
+            self._settle_cancelled_on_loop(handle)
+        else:
+            exc = task.exception()
+            if exc is None:
+                self._settle_succeeded_on_loop(handle, task.result())
             else:
-                self._settle_succeeded_on_loop(handle, value)
-        finally:
-            if handle._timer is not None:
-                handle._timer.cancel()
-                handle._timer = None
-            handle._task = None
-            self._release_slot_on_loop()
-            if self._left_running.pop(handle.id, None) is not None and not self._left_running:
-                self._stop(0.0, join=False)  # the last task shutdown left running has ended
+                if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                    self._escaped[id(exc)] = exc
+                self._settle_failed_on_loop(handle, exc)
+        self._finish_on_loop(handle)
 
-    def _begin_on_loop(self, handle: TaskHandle[Any]) -> bool:
-        """Loop thread only, in the task's context.  PENDING -> RUNNING, or False."""
-        if not self._ledger.move(handle, TaskState.RUNNING, from_state=TaskState.PENDING):
-            return False
-        CURRENT_TASK.set(handle)
-        handle._func = handle._args = None  # the task owns them now
-        if _logging.debug_enabled():
-            self._log_task(_logging.DEBUG, "task_started", handle)
-        if handle._timeout is not None:
-            loop = self._loop_thread.loop
-            assert loop is not None
-            handle._timer = loop.call_later(handle._timeout, self._expire, handle)
-        return True
+    def _claim_escape(self, exc: BaseException) -> bool:
+        """Loop thread only.  True if ``exc`` left ``run_forever`` from a settled task."""
+        return self._escaped.pop(id(exc), None) is exc
+
+    def _finish_on_loop(self, handle: TaskHandle[Any]) -> None:
+        """Loop thread only.  The task is settled: drop its timer, free its slot."""
+        if handle._timer is not None:
+            handle._timer.cancel()
+            handle._timer = None
+        handle._task = None
+        self._release_slot_on_loop()
+        if self._left_running.pop(handle.id, None) is not None and not self._left_running:
+            self._stop(0.0, join=False)  # the last task shutdown left running has ended
 
     def _settle_cancelled_on_loop(self, handle: TaskHandle[Any]) -> None:
         """Loop thread only.  Cancelled, or timed out (its own timeout, nobody's cancel)."""
@@ -767,6 +774,8 @@ class Runner:
             raise asyncio.CancelledError
         if exc is not None:
             raise exc
+        if inspect.iscoroutine(value):
+            return await value  # a sync callable that returns a coroutine: run it here
         return value
 
     def _maybe_stop(self) -> None:
