@@ -59,9 +59,11 @@ from ._loop_thread import LoopThread
 from ._threads import (
     CURRENT_TASK,
     THREADS_REFUSED_AT_EXIT,
+    Outcome,
     Token,
     TrackedExecutor,
     WorkerPool,
+    call_as,
     prestart_asgiref_thread,
 )
 from ._validation import (
@@ -723,7 +725,7 @@ class Runner:
         is never reported as stopped), unless the task was abandoned.
         """
         loop = asyncio.get_running_loop()
-        done: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+        done: asyncio.Future[Outcome] = loop.create_future()
         # A coroutine the function returns must run or be closed, even when this coroutine
         # stopped waiting (the task was abandoned) and the loop may close before a posted
         # callback runs.  Both sides record, then check the other's record: under the GIL
@@ -731,21 +733,16 @@ class Runner:
         returned: list[object] = []  # the worker appends the function's value
         gave_up: list[bool] = []  # the loop thread appends when it stops waiting
 
-        def settle(outcome: tuple[Any, BaseException | None]) -> None:
+        def settle(outcome: Outcome) -> None:
             if not done.done():
                 done.set_result(outcome)
 
         def job() -> None:
             if handle._stop_requested():  # cancelled while queued: never start it
-                outcome: tuple[Any, BaseException | None] = (None, asyncio.CancelledError())
+                outcome: Outcome = (None, asyncio.CancelledError())
             else:
                 handle._thread_name = threading.current_thread().name
-                context = contextvars.Context()
-                context.run(CURRENT_TASK.set, handle)
-                try:
-                    outcome = (context.run(func, *args), None)
-                except BaseException as exc:  # noqa: BLE001  reported as the task's failure
-                    outcome = (None, exc)
+                outcome = call_as(handle, func, args)
                 handle._thread_name = None
             returned.append(outcome[0])
             if gave_up:

@@ -57,9 +57,11 @@ __all__ = (
     "ACK_TIMEOUT",
     "CURRENT_TASK",
     "THREADS_REFUSED_AT_EXIT",
+    "Outcome",
     "Token",
     "TrackedExecutor",
     "WorkerPool",
+    "call_as",
     "check_cancelled",
     "prestart_asgiref_thread",
     "run_in_thread",
@@ -362,6 +364,19 @@ class TrackedExecutor(concurrent.futures.ThreadPoolExecutor):
         """The runner owns the pool's lifetime: the loop's close changes nothing."""
 
 
+Outcome = tuple[Any, "BaseException | None"]  # (value, None) or (None, what it raised)
+
+
+def call_as(owner: TaskHandle[Any], func: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+    """Worker thread.  ``func(*args)`` in a fresh context owned by ``owner``; never raises."""
+    context = contextvars.Context()
+    context.run(CURRENT_TASK.set, owner)
+    try:
+        return (context.run(func, *args), None)
+    except BaseException as exc:  # noqa: BLE001  the caller re-raises it in the task
+        return (None, exc)
+
+
 async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T:
     """Run blocking ``func(*args)`` in a tracked child thread of the current task.
 
@@ -385,20 +400,15 @@ async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[
         )
     pool: WorkerPool = owner._owner._pool
     loop = asyncio.get_running_loop()
-    done: asyncio.Future[tuple[Any, BaseException | None]] = loop.create_future()
+    done: asyncio.Future[Outcome] = loop.create_future()
     token = Token(owner)
 
-    def settle(outcome: tuple[Any, BaseException | None]) -> None:
+    def settle(outcome: Outcome) -> None:
         if not done.done():
             done.set_result(outcome)
 
     def job() -> None:
-        context = contextvars.Context()
-        context.run(CURRENT_TASK.set, owner)
-        try:
-            outcome: tuple[Any, BaseException | None] = (context.run(func, *args), None)
-        except BaseException as exc:  # noqa: BLE001  re-raised in the awaiting task
-            outcome = (None, exc)
+        outcome = call_as(owner, func, args)
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it any more
             loop.call_soon_threadsafe(settle, outcome)
 
