@@ -14,6 +14,7 @@ import pytest
 
 import loopkeeper
 from loopkeeper import Runner, TaskState
+from stress._support import assert_counts_add_up
 
 WAIT = 30.0
 SUBMITTERS = 8
@@ -110,14 +111,7 @@ def test_stats_add_up_after_a_storm_of_mixed_outcomes(seed: int) -> None:
     stats = runner.stats()
     nested_count = sum(p.count(7) for p in plans)
     assert stats.submitted == SUBMITTERS * PER_THREAD + nested_count == len(snapshot)
-    assert stats.submitted == (
-        stats.pending
-        + stats.running
-        + stats.succeeded
-        + stats.failed
-        + stats.cancelled
-        + stats.abandoned
-    ), f"seed {seed}: {stats}"
+    assert_counts_add_up(stats, f"seed {seed}:")
     assert (stats.pending, stats.running, stats.abandoned, stats.rejected) == (0, 0, 0, 0)
     assert stats.succeeded == states[TaskState.SUCCEEDED]
     assert stats.failed == states[TaskState.FAILED]

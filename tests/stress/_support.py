@@ -250,3 +250,9 @@ def new_threads(before: set[threading.Thread], timeout: float, runner_name: str)
         if not alive or time.monotonic() > deadline:
             return sorted(t.name for t in alive)
         pause.wait(0.01)
+
+
+def assert_counts_add_up(stats: loopkeeper.RunnerStats, note: object = "") -> None:
+    """The stats invariant: every accepted task is counted in exactly one state."""
+    settled = stats.succeeded + stats.failed + stats.cancelled + stats.abandoned
+    assert stats.submitted == stats.pending + stats.running + settled, f"{note} {stats}"

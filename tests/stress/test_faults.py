@@ -27,7 +27,7 @@ import pytest
 import loopkeeper
 from loopkeeper import Runner, RunnerClosedError, ShutdownReport, TaskHandle, TaskState
 
-from ._support import Figures, Gate, capture_events, new_threads
+from ._support import Figures, Gate, assert_counts_add_up, capture_events, new_threads
 
 WAIT: Final = 10.0
 GRACE: Final = 1.0  # the documented grace a shutdown gives cancelled work
@@ -61,14 +61,7 @@ def _assert_serving(runner: Runner) -> None:
 def _assert_counts_add_up(runner: Runner, handles: list[TaskHandle[Any]]) -> None:
     stats = runner.stats()
     assert all(h.done() for h in handles), [h for h in handles if not h.done()]
-    assert stats.submitted == (
-        stats.pending
-        + stats.running
-        + stats.succeeded
-        + stats.failed
-        + stats.cancelled
-        + stats.abandoned
-    ), stats
+    assert_counts_add_up(stats)
 
 
 # -- a task that blocks the loop thread -------------------------------------------------

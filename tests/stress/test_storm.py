@@ -44,7 +44,15 @@ from loopkeeper import (
     TaskTimeoutError,
 )
 
-from ._support import TIMEOUT, EventLog, Figures, Gate, capture_events, size
+from ._support import (
+    TIMEOUT,
+    EventLog,
+    Figures,
+    Gate,
+    assert_counts_add_up,
+    capture_events,
+    size,
+)
 
 WAIT: Final = 60.0  # seconds any one wait of the harness may take before the test fails
 SUBMITTERS: Final = size(16, 32)
@@ -523,14 +531,7 @@ def _check(storm: Storm, tap: EventLog) -> None:
     assert stats.submitted == len(handles), f"seed {seed}: {stats}"
     assert stats.rejected == sum(storm.refused.values()), f"seed {seed}: {stats}"
     assert (stats.pending, stats.running) == (0, 0), f"seed {seed}: {stats}"
-    assert stats.submitted == (
-        stats.pending
-        + stats.running
-        + stats.succeeded
-        + stats.failed
-        + stats.cancelled
-        + stats.abandoned
-    ), f"seed {seed}: {stats}"
+    assert_counts_add_up(stats, f"seed {seed}:")
     assert (stats.succeeded, stats.failed, stats.cancelled, stats.abandoned) == (
         states[TaskState.SUCCEEDED],
         states[TaskState.FAILED],

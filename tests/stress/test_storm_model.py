@@ -36,7 +36,7 @@ from hypothesis.stateful import (
 import loopkeeper
 from loopkeeper import OverloadedError, Runner, RunnerClosedError, TaskHandle, TaskState
 
-from ._support import TIMEOUT, Figures, Gate, size
+from ._support import TIMEOUT, Figures, Gate, assert_counts_add_up, size
 
 WAIT: Final = 30.0
 # Seconds a task may take to reach the state the model says: milliseconds in practice; every
@@ -277,14 +277,7 @@ class RunnerModel(RuleBasedStateMachine):
         assert stats.submitted == self.submitted, stats
         assert stats.rejected == self.rejected, stats
         assert stats.pending + stats.running == len(self.live), stats
-        assert stats.submitted == (
-            stats.pending
-            + stats.running
-            + stats.succeeded
-            + stats.failed
-            + stats.cancelled
-            + stats.abandoned
-        ), stats
+        assert_counts_add_up(stats)
         if self.max_concurrency is not None:
             assert stats.running <= self.max_concurrency, stats
 
