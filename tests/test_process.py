@@ -329,55 +329,38 @@ def test_exit_drain_cancels_a_never_ending_coroutine_at_its_shutdown_timeout(
     _assert_no_exit_noise(stderr)
 
 
-@needs_posix_signals
-def test_exit_drain_abandons_an_uncancellable_sync_task_and_names_its_thread(
-    tmp_path: Path,
-) -> None:
-    """A sync task blocked in a thread cannot be cancelled: after ``shutdown_timeout`` plus
-    the grace it is abandoned, the report names it with its worker thread
-    ``loopkeeper-worker-1``, and the process exits anyway, within that bound."""
-    script = _script(
-        tmp_path,
+UNSTOPPABLE: Final = {
+    # name: (the task, what the report says after its name)
+    "stuck-sync": (
         """
-        import logging
-        import threading
-
-        import loopkeeper
-
-        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-        loopkeeper.configure(shutdown_timeout=0.5)
-        running = threading.Event()
-
-
-        def stuck():
+        def stuck_sync():
             running.set()
             threading.Event().wait(30)  # checks nothing: no way to stop it from outside
-
-
-        loopkeeper.submit(stuck, name="stuck-sync")
-        assert running.wait(10)
-        print("ready", flush=True)
         """,
-    )
-
-    with _Child(script) as child:
-        returncode, took = _exit_time(child, "ready", 0.5 + GRACE + SLACK)
-
-    stderr = child.text("stderr")
-    assert returncode == 0, stderr
-    assert took < 0.5 + GRACE + SLACK, f"exit took {took:.1f}s: {stderr}"
-    incomplete = _lines_with(stderr, "shutdown_incomplete")
-    assert len(incomplete) == 1, stderr
-    assert "abandoned=1" in incomplete[0]
-    assert "1 'stuck-sync' (thread 'loopkeeper-worker-1'" in incomplete[0]
-    _assert_no_exit_noise(stderr)
+        "(thread 'loopkeeper-worker-1'",
+    ),
+    "loop-blocker": (
+        """
+        async def loop_blocker():
+            running.set()
+            time.sleep(30)  # blocks the loop thread: its cancellation cannot even arrive
+        """,
+        "(age",
+    ),
+}
 
 
 @needs_posix_signals
-def test_exit_drain_abandons_a_coroutine_that_blocks_the_loop_thread(tmp_path: Path) -> None:
-    """A coroutine that blocks the loop thread itself (``time.sleep`` in ``async def``)
-    cannot even receive its cancellation; the process still exits within
-    ``shutdown_timeout`` plus the grace, and the report names the task as abandoned."""
+@pytest.mark.parametrize("task_name", list(UNSTOPPABLE))
+def test_exit_drain_abandons_a_task_it_cannot_stop_and_names_it(
+    tmp_path: Path, task_name: str
+) -> None:
+    """A sync task blocked in a thread, or a coroutine that blocks the loop thread itself
+    (``time.sleep`` in ``async def``), cannot be cancelled: after ``shutdown_timeout``
+    plus the grace it is abandoned, the report names it (a sync task with its worker
+    thread ``loopkeeper-worker-1``), and the process exits anyway, within that bound."""
+    task, named_as = UNSTOPPABLE[task_name]
+    function = task_name.replace("-", "_")
     script = _script(
         tmp_path,
         """
@@ -390,14 +373,10 @@ def test_exit_drain_abandons_a_coroutine_that_blocks_the_loop_thread(tmp_path: P
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
         loopkeeper.configure(shutdown_timeout=0.5)
         running = threading.Event()
-
-
-        async def blocks_the_loop():
-            running.set()
-            time.sleep(30)
-
-
-        loopkeeper.submit(blocks_the_loop, name="loop-blocker")
+        """,
+        task,
+        f"""
+        loopkeeper.submit({function}, name={task_name!r})
         assert running.wait(10)
         print("ready", flush=True)
         """,
@@ -412,7 +391,7 @@ def test_exit_drain_abandons_a_coroutine_that_blocks_the_loop_thread(tmp_path: P
     incomplete = _lines_with(stderr, "shutdown_incomplete")
     assert len(incomplete) == 1, stderr
     assert "abandoned=1" in incomplete[0]
-    assert "1 'loop-blocker' (age" in incomplete[0]
+    assert f"1 {task_name!r} {named_as}" in incomplete[0]
     _assert_no_exit_noise(stderr)
 
 
