@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import enum
-import itertools
 import os
 import threading
 import time
@@ -451,7 +450,6 @@ class Ledger:
         self.closed = False
         self.exempt: frozenset[int] = frozenset()  # tasks a drain does not wait for
         self.drained = threading.Event()  # set once closed and nothing but exempt is left
-        self.ids = itertools.count(1)  # task ids; next() on it is atomic
         self._on_settled_empty = on_settled_empty  # called outside the lock, once
 
     def close(self, exempt: frozenset[int]) -> list[TaskHandle[Any]]:

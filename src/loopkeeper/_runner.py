@@ -324,6 +324,11 @@ class Runner:
                 close_if_coroutine(func)
                 raise
         task_name = checked_name if checked_name is not None else default_name(func)
+        # Built before the lock, numbered under it: the loop thread takes the same lock for
+        # every transition, so the less this thread holds it, the less the loop waits.
+        handle: TaskHandle[Any] = TaskHandle(
+            ledger, self, 0, task_name, kind, func, args, seconds, self._pid
+        )
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -333,21 +338,12 @@ class Runner:
                 ledger.rejected += 1
                 error = OverloadedError(self.name, self.max_pending)
             else:
-                handle: TaskHandle[Any] = TaskHandle(
-                    ledger,
-                    self,
-                    next(ledger.ids),
-                    task_name,
-                    kind,
-                    func,
-                    args,
-                    seconds,
-                    self._pid,
-                )
                 ledger.submitted += 1
+                handle.id = task_id = ledger.submitted
                 ledger.counts[PENDING_SLOT] += 1
-                ledger.unfinished[handle.id] = handle
+                ledger.unfinished[task_id] = handle
         if error is not None:
+            handle._func = handle._args = None
             close_if_coroutine(func)
             raise error
         if _logging.debug_enabled():  # before the post: log lines stay in order
