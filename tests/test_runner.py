@@ -10,6 +10,7 @@ import gc
 import inspect
 import logging
 import threading
+import types
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -149,6 +150,20 @@ def test_a_raising_task_fails_alone_and_the_loop_survives(
         handle.result(0)
     assert runner.submit(asyncio.sleep, 0, "alive").result(WAIT) == "alive"
     assert runner.stats().failed == 1
+
+
+def test_an_async_task_runs_as_its_own_coroutine(runner: Runner) -> None:
+    """No wrapper: the asyncio task's coroutine is the task's own (one frame per step)."""
+
+    async def whoami() -> str:
+        task = asyncio.current_task()
+        assert task is not None
+        coro = task.get_coro()
+        assert isinstance(coro, types.CoroutineType)
+        return coro.cr_code.co_name
+
+    assert runner.submit(whoami).result(WAIT) == "whoami"
+    assert runner.submit(whoami()).result(WAIT) == "whoami"
 
 
 @pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
