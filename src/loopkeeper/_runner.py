@@ -45,13 +45,18 @@ from typing_extensions import Self, TypeVarTuple, Unpack
 from . import _logging
 from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
 from ._handles import (
+    ABANDONED,
+    CANCELLED,
+    FAILED,
+    PENDING,
     PENDING_SLOT,
+    RUNNING,
+    SUCCEEDED,
     Ledger,
     RunnerStats,
     ShutdownReport,
     TaskHandle,
     TaskInfo,
-    TaskState,
     ThreadInfo,
     cancel_handle,
 )
@@ -67,7 +72,8 @@ from ._threads import (
     prestart_asgiref_thread,
 )
 from ._validation import (
-    Kind,
+    COROUTINE,
+    SYNC,
     check_callable_option,
     check_limit,
     check_name,
@@ -354,7 +360,7 @@ class Runner:
         try:
             loop_thread.post(handle)
         except RuntimeError:  # the loop closed under us: nothing accepted is lost silently
-            if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
+            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
                 close_if_coroutine(func)
             raise
         return handle
@@ -502,13 +508,13 @@ class Runner:
     def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool:
         """Any thread.  Cancel a pending task at once; ask a running one to stop."""
         handle._cancelling = True
-        if handle._state is TaskState.PENDING:
+        if handle._state is PENDING:
             func = handle._func
-            if self._ledger.move(handle, TaskState.CANCELLED, from_state=TaskState.PENDING):
+            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
                 close_if_coroutine(func)
                 self._log_cancelled(handle)
                 return True
-        if handle._state is TaskState.RUNNING:
+        if handle._state is RUNNING:
             self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
             return True
         return not handle.done()
@@ -580,7 +586,7 @@ class Runner:
         assert self._loop_thread.is_current()
         limit = self.max_concurrency
         for handle in batch:
-            if handle._state is not TaskState.PENDING:
+            if handle._state is not PENDING:
                 continue  # cancelled (or abandoned) before it got here
             if limit is not None and self._active >= limit:
                 self._waiting.append(handle)
@@ -596,7 +602,7 @@ class Runner:
         is not a coroutine inside ``_await``.  The task holds a slot until it is settled.
         """
         self._active += 1
-        if not self._ledger.move(handle, TaskState.RUNNING, from_state=TaskState.PENDING):
+        if not self._ledger.move(handle, RUNNING, from_state=PENDING):
             self._release_slot_on_loop()  # cancelled or abandoned just now
             return
         func, args, kind = handle._func, handle._args or (), handle._kind
@@ -606,9 +612,9 @@ class Runner:
         if _logging.debug_enabled():
             self._log_task(_logging.DEBUG, "task_started", handle)
         coro: Any
-        if kind is Kind.COROUTINE:
+        if kind is COROUTINE:
             coro = func
-        elif kind is Kind.SYNC:
+        elif kind is SYNC:
             coro = self._run_sync(handle, func, args)
         else:
             try:
@@ -637,7 +643,7 @@ class Runner:
         waiting = self._waiting
         while waiting and (self.max_concurrency is None or self._active < self.max_concurrency):
             handle = waiting.popleft()
-            if handle._state is TaskState.PENDING:
+            if handle._state is PENDING:
                 self._start_on_loop(handle)
 
     def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
@@ -686,21 +692,19 @@ class Runner:
         if handle._expired and not handle._cancelling:
             assert handle._timeout is not None
             error = TaskTimeoutError(handle.id, handle.name, handle._timeout)
-            if self._ledger.move(handle, TaskState.FAILED, exc=error):
+            if self._ledger.move(handle, FAILED, exc=error):
                 self._log_task(_logging.ERROR, "task_timed_out", handle, timeout=handle._timeout)
-        elif self._ledger.move(handle, TaskState.CANCELLED):
+        elif self._ledger.move(handle, CANCELLED):
             self._log_cancelled(handle)
 
     def _settle_failed_on_loop(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Loop thread only.  Logged once, with the traceback; never the arguments."""
-        if self._ledger.move(handle, TaskState.FAILED, exc=exc):
+        if self._ledger.move(handle, FAILED, exc=exc):
             self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
-        if self._ledger.move(handle, TaskState.SUCCEEDED, value=value) and (
-            _logging.debug_enabled()
-        ):
+        if self._ledger.move(handle, SUCCEEDED, value=value) and (_logging.debug_enabled()):
             self._log_task(_logging.DEBUG, "task_succeeded", handle)
 
     @staticmethod
@@ -802,12 +806,9 @@ class Runner:
                 completed=sum(
                     1
                     for h in waited
-                    if h._state is not TaskState.ABANDONED
-                    and not (h._by_shutdown and h._state is TaskState.CANCELLED)
+                    if h._state is not ABANDONED and not (h._by_shutdown and h._state is CANCELLED)
                 ),
-                cancelled=sum(
-                    1 for h in waited if h._by_shutdown and h._state is TaskState.CANCELLED
-                ),
+                cancelled=sum(1 for h in waited if h._by_shutdown and h._state is CANCELLED),
                 abandoned=abandoned,
                 duration=time.monotonic() - begun,
                 threads=self._pool.infos(exempt),
@@ -827,7 +828,7 @@ class Runner:
     def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Track the abandoned tasks still running; stop if none is."""
         self._left_running = {
-            h.id: h for h in waited if h._state is TaskState.ABANDONED and h._task is not None
+            h.id: h for h in waited if h._state is ABANDONED and h._task is not None
         }
         if not self._left_running:
             self._stop(0.0, join=False)
@@ -878,15 +879,15 @@ class Runner:
         for handle in waited:
             thread = handle._thread_name
             func = handle._func
-            if self._ledger.move(handle, TaskState.ABANDONED, from_state=TaskState.PENDING):
+            if self._ledger.move(handle, ABANDONED, from_state=PENDING):
                 close_if_coroutine(func)  # a pending coroutine that will never run
-            elif not self._ledger.move(handle, TaskState.ABANDONED):
+            elif not self._ledger.move(handle, ABANDONED):
                 continue  # it finished meanwhile
             infos.append(
                 TaskInfo(
                     id=handle.id,
                     name=handle.name,
-                    state=TaskState.ABANDONED,
+                    state=ABANDONED,
                     age=now - handle._submitted_at,
                     thread=thread,
                 )

@@ -17,6 +17,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 __all__ = (
+    "ASYNC_FUNCTION",
+    "COROUTINE",
+    "SYNC",
     "Kind",
     "check_callable_option",
     "check_limit",
@@ -42,6 +45,12 @@ class Kind(enum.Enum):
     ASYNC_FUNCTION = enum.auto()  # called with args on the loop
     COROUTINE = enum.auto()  # an unstarted coroutine object, awaited on the loop
     SYNC = enum.auto()  # called with args in a worker thread
+
+
+# Plain module globals for the hot path (see TaskState's in _handles).
+ASYNC_FUNCTION: Final = Kind.ASYNC_FUNCTION
+COROUTINE: Final = Kind.COROUTINE
+SYNC: Final = Kind.SYNC
 
 
 def describe(value: object) -> str:
@@ -93,9 +102,9 @@ def classify(func: object, args: tuple[object, ...]) -> Kind:
     if type(target) is types.FunctionType:
         flags = target.__code__.co_flags
         if flags & inspect.CO_COROUTINE:
-            return Kind.ASYNC_FUNCTION
+            return ASYNC_FUNCTION
         if not flags & _NOT_PLAIN and getattr(target, "_is_coroutine_marker", None) is None:
-            return Kind.SYNC
+            return SYNC
     return _classify_slowly(func, args)
 
 
@@ -116,7 +125,7 @@ def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
                 f"{len(args)} positional argument(s); arguments are allowed only with a "
                 "function: submit(async_fn, *args) or submit(async_fn(*args))"
             )
-        return Kind.COROUTINE
+        return COROUTINE
     if inspect.isasyncgen(func) or inspect.isgenerator(func):
         raise TypeError(
             f"submit(func=...): got a {'async ' if inspect.isasyncgen(func) else ''}generator "
@@ -137,8 +146,8 @@ def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
             f"its result cannot be awaited as one task. Allowed: {_ALLOWED_FUNC}"
         )
     if _is_async_callable(func):
-        return Kind.ASYNC_FUNCTION
-    return Kind.SYNC
+        return ASYNC_FUNCTION
+    return SYNC
 
 
 def default_name(func: object) -> str:
