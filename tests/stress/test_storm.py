@@ -498,8 +498,9 @@ def _check_logs(plan: Planned, events: Counter[tuple[str, int]], report_text: st
     return None
 
 
-def _quiet_stats(storm: Storm) -> loopkeeper.RunnerStats:
-    """The runner's counters once its refusals match the harness's (WAIT at most)."""
+def _quiet_stats(storm: Storm) -> tuple[loopkeeper.RunnerStats, int]:
+    """The runner's counters and the harness's refusal count, read when they agree (WAIT
+    at most).  Work left running may refuse more later: compare these two, not a re-read."""
     deadline = time.monotonic() + WAIT
     pause = threading.Event()
     while True:
@@ -507,7 +508,7 @@ def _quiet_stats(storm: Storm) -> loopkeeper.RunnerStats:
             refused = sum(storm.refused.values())
         stats = storm.runner.stats()
         if stats.rejected == refused or time.monotonic() > deadline:
-            return stats
+            return stats, refused
         pause.wait(0.01)
 
 
@@ -526,10 +527,10 @@ def _check(storm: Storm, tap: EventLog) -> None:
     # The counters are exact, refusals included.  Work that the shutdown left running
     # (cancel_remaining=False) may still try to submit children, refused now: compare the
     # refusals once both sides have seen them all.
-    stats = _quiet_stats(storm)
+    stats, refused = _quiet_stats(storm)
     states = Counter(h.state for h in handles)
     assert stats.submitted == len(handles), f"seed {seed}: {stats}"
-    assert stats.rejected == sum(storm.refused.values()), f"seed {seed}: {stats}"
+    assert stats.rejected == refused, f"seed {seed}: {stats}, {refused} refusals seen"
     assert (stats.pending, stats.running) == (0, 0), f"seed {seed}: {stats}"
     assert_counts_add_up(stats, f"seed {seed}:")
     assert (stats.succeeded, stats.failed, stats.cancelled, stats.abandoned) == (
