@@ -17,9 +17,9 @@ the loop comes back it logs ``loop_unblocked``.
 
 Never dies: a callback or task that raises ``SystemExit`` or ``KeyboardInterrupt``
 escapes ``run_forever``; the thread runs the loop again, and logs it (unless the failed
-task's own log line reports it).  Only ``request_stop()``
-ends it.  On the way out it cancels tasks that user code left behind (bounded wait),
-shuts down async generators and closes the loop.
+task's own log line reports it).  Only ``request_stop()`` ends it.  On the way out it
+cancels tasks that user code left behind (bounded wait), shuts down async generators and
+closes the loop.
 
 After fork the child never touches this thread's loop (an inherited loop says it is
 running, but no thread drives it): the runner that owns it refuses to work there.
