@@ -704,7 +704,7 @@ class Runner:
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
-        if self._ledger.move(handle, SUCCEEDED, value=value) and (_logging.debug_enabled()):
+        if self._ledger.move(handle, SUCCEEDED, value=value) and _logging.debug_enabled():
             self._log_task(_logging.DEBUG, "task_succeeded", handle)
 
     @staticmethod

@@ -152,12 +152,9 @@ def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
 
 def default_name(func: object) -> str:
     """The task's name when none is given: the function's qualified name, never its args."""
-    target = func
-    while type(target) is functools.partial:
-        target = target.func
+    target = _unwrap(func)
     if type(target) is types.FunctionType:
         return target.__qualname__
-    target = _unwrap(target)
     name = getattr(target, "__qualname__", None)
     if isinstance(name, str):
         return name
