@@ -510,6 +510,50 @@ def test_max_concurrency_runs_waiting_tasks_in_fifo_order(wait_until: WaitUntil)
         assert order == list(range(10))
 
 
+@pytest.mark.parametrize("max_concurrency", [None, 3])
+def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_it(
+    max_concurrency: int | None,
+) -> None:
+    """Tasks posted while the loop is busy reach it as one batch.  The ones cancelled in
+    the meantime never run; the others start in submit order, within the limit."""
+    with Runner(name="batch", max_concurrency=max_concurrency) as runner:
+        busy, release = threading.Event(), threading.Event()
+
+        async def hold_the_loop() -> None:
+            busy.set()
+            release.wait(WAIT)  # blocks the loop thread itself: every submit now queues
+
+        blocker = runner.submit(hold_the_loop)
+        assert busy.wait(WAIT)
+        order: list[int] = []
+        running, most = 0, 0
+
+        async def record(i: int) -> None:
+            nonlocal running, most
+            order.append(i)
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            running -= 1
+
+        handles = [runner.submit(record, i) for i in range(12)]
+        cancelled = {2, 3, 7, 11}
+        for i in sorted(cancelled):
+            assert handles[i].cancel() is True
+        release.set()
+        blocker.result(WAIT)
+        for i, handle in enumerate(handles):
+            if i in cancelled:
+                assert handle.cancelled()
+            else:
+                assert handle.result(WAIT) is None
+        assert order == [i for i in range(12) if i not in cancelled]
+        assert most == (3 if max_concurrency else 12 - len(cancelled))
+        stats = runner.stats()
+        assert (stats.succeeded, stats.cancelled, stats.pending, stats.running) == (9, 4, 0, 0)
+
+
 def test_add_done_callback_runs_once_and_errors_are_logged(
     runner: Runner, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -89,6 +89,7 @@ for _index, _state in enumerate(TaskState):
     _state._allowed = tuple(new in _NEXT.get(_state, ()) for new in TaskState)
 del _index, _state
 PENDING_SLOT: Final = TaskState.PENDING._slot
+RUNNING_SLOT: Final = TaskState.RUNNING._slot
 # The members as plain module globals: on Python 3.11 every ``TaskState.X`` lookup goes
 # through the enum metaclass (~140 ns); the hot path reads these instead.
 PENDING: Final = TaskState.PENDING
@@ -190,6 +191,8 @@ class _Owner(Protocol):
     """What a handle needs from its runner (the runner implements it)."""
 
     _pool: WorkerPool
+    _ledger: Ledger
+    _pid: int  # the process that made the runner (and accepted its tasks)
 
     def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool: ...
     def _on_loop_thread(self) -> bool: ...
@@ -222,9 +225,7 @@ class TaskHandle(Generic[T_co]):
         "_expired",
         "_func",
         "_kind",
-        "_ledger",
         "_owner",
-        "_pid",
         "_state",
         "_submitted_at",
         "_task",
@@ -242,7 +243,6 @@ class TaskHandle(Generic[T_co]):
 
     def __init__(
         self,
-        ledger: Ledger,
         owner: _Owner,
         task_id: int,
         name: str,
@@ -250,11 +250,9 @@ class TaskHandle(Generic[T_co]):
         func: Any,
         args: tuple[Any, ...],
         timeout: float | None,
-        pid: int,
     ) -> None:
         self.id = task_id
         self.name = name
-        self._ledger = ledger
         self._owner = owner
         self._kind = kind
         self._func: Any = func  # dropped once the task starts or settles
@@ -273,7 +271,6 @@ class TaskHandle(Generic[T_co]):
         self._expired = False  # loop thread: the task's own timeout fired
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
         self._timer: asyncio.TimerHandle | None = None  # loop thread: its own timeout
-        self._pid = pid  # the process that accepted it
 
     def __repr__(self) -> str:
         return f"<TaskHandle id={self.id} name={self.name!r} state={self._state.name}>"
@@ -302,7 +299,7 @@ class TaskHandle(Generic[T_co]):
             False if the task had already finished, True otherwise.  A coroutine that
             catches the cancellation and returns ends by its own outcome.
         """
-        if self._pid != os.getpid() or self.done():
+        if self._owner._pid != os.getpid() or self.done():
             return False
         return self._owner._cancel(self, msg)
 
@@ -343,7 +340,7 @@ class TaskHandle(Generic[T_co]):
         ran), or at once in the caller's thread if the task is already done.  What it
         raises is logged (``callback_failed``), never propagated.
         """
-        with self._ledger.lock:
+        with self._owner._ledger.lock:
             if not self.done():
                 if self._callbacks is None:
                     self._callbacks = []
@@ -369,9 +366,9 @@ class TaskHandle(Generic[T_co]):
         return self._cancelling or self._expired
 
     def _check_process(self) -> None:
-        if self._pid != os.getpid():
+        if self._owner._pid != os.getpid():
             raise RuntimeError(
-                f"{self!r} belongs to process {self._pid}, not to this forked child "
+                f"{self!r} belongs to process {self._owner._pid}, not to this forked child "
                 f"{os.getpid()}; its outcome cannot be known here"
             )
 
@@ -385,7 +382,7 @@ class TaskHandle(Generic[T_co]):
                 f"{self!r}: result() and exception() would block the runner's own loop "
                 "thread, which this task needs to finish; use 'await handle' there instead"
             )
-        with self._ledger.lock:
+        with self._owner._ledger.lock:
             if self.done():
                 return
             if self._event is None:
@@ -397,7 +394,7 @@ class TaskHandle(Generic[T_co]):
             )
 
     def _add_waiter(self, wake: Wake) -> bool:
-        with self._ledger.lock:
+        with self._owner._ledger.lock:
             if self.done():
                 return False
             if self._waiters is None:
@@ -406,7 +403,7 @@ class TaskHandle(Generic[T_co]):
             return True
 
     def _remove_waiter(self, wake: Wake) -> None:
-        with self._ledger.lock:
+        with self._owner._ledger.lock:
             if self._waiters is not None and wake in self._waiters:
                 self._waiters.remove(wake)
 
@@ -480,6 +477,23 @@ class Ledger:
             self._on_settled_empty()
         return manifest
 
+    def start(self, handles: list[TaskHandle[Any]]) -> list[TaskHandle[Any]]:
+        """PENDING -> RUNNING for each handle still pending, under one lock.  Any thread.
+
+        Returns the handles it moved, in order: a batch from the inbox costs one lock, not
+        one per task.
+        """
+        started = []
+        with self.lock:
+            for handle in handles:
+                if handle._state is PENDING:
+                    handle._state = RUNNING
+                    started.append(handle)
+            counts = self.counts
+            counts[PENDING_SLOT] -= len(started)
+            counts[RUNNING_SLOT] += len(started)
+        return started
+
     def move(
         self,
         handle: TaskHandle[Any],
@@ -500,9 +514,6 @@ class Ledger:
             counts = self.counts
             counts[old._slot] -= 1
             counts[new._slot] += 1
-            if new is RUNNING:
-                handle._state = new
-                return True
             # The outcome first, the state last: done() and result() read them without the
             # lock, so a reader that sees a final state must see its value and exception.
             handle._value = value

@@ -66,7 +66,9 @@ class LoopThread(Generic[Item]):
         self._on_started = on_started  # loop thread, once, before the first dispatch
         self._start_lock = threading.Lock()  # serialises start(); held while it waits
         self._thread: threading.Thread | None = None  # set once, under _start_lock
-        self._ready = threading.Event()
+        self._ready = threading.Event()  # set once the loop runs, or could not start
+        # True once the loop runs and accepts posts: the lock-free fast path of start().
+        self.ready = False
         self._start_error: BaseException | None = None  # set by the loop thread before _ready
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
         self.ident: int | None = None  # the loop thread's ident, set before _ready
@@ -88,11 +90,6 @@ class LoopThread(Generic[Item]):
     def started(self) -> bool:
         """True once ``start()`` was called (even if the loop is not running yet)."""
         return self._thread is not None
-
-    @property
-    def ready(self) -> bool:
-        """True once the loop runs and accepts posts: the lock-free fast path of ``start()``."""
-        return self._ready.is_set() and self._start_error is None
 
     def is_current(self) -> bool:
         """True when called on this loop's own thread."""
@@ -170,6 +167,10 @@ class LoopThread(Generic[Item]):
             self._inbox.clear()
         self._dispatch(batch)
 
+    def _mark_ready(self) -> None:
+        self.ready = True
+        self._ready.set()
+
     def _report_escape(self, exc: BaseException) -> None:
         """Loop thread only.  ``exc`` left ``run_forever``: log it unless a task's is."""
         if not self._claim_escape(exc):
@@ -233,7 +234,7 @@ class LoopThread(Generic[Item]):
         self.loop = loop
         self.ident = threading.get_ident()
         loop.call_soon(self._on_started)
-        loop.call_soon(self._ready.set)
+        loop.call_soon(self._mark_ready)
         self.last_beat = time.monotonic()
         loop.call_soon(self._heartbeat, loop.time())
         try:

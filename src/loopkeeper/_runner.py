@@ -82,7 +82,6 @@ from ._validation import (
     check_seconds,
     classify,
     close_if_coroutine,
-    default_name,
     describe,
     wait_seconds,
 )
@@ -100,6 +99,7 @@ _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are 
 # exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
 _LIVE: dict[Runner, None] = {}
 _LIVE_LOCK = threading.Lock()
+_get_ident: Final = threading.get_ident
 
 
 def live_runners() -> list[Runner]:
@@ -311,16 +311,21 @@ class Runner:
             RuntimeError: called in a forked child of the process that made this runner,
                 or the loop thread cannot start.
         """
+        seconds: float | None = None
         try:
-            kind = classify(func, args)
+            kind, task_name = classify(func, args)
             checked_name = check_name(name)
-            seconds = check_optional_seconds(timeout, param="timeout")
+            if timeout is not None:
+                seconds = check_optional_seconds(timeout, param="timeout")
         except BaseException:
             close_if_coroutine(func)
             raise
+        if checked_name is not None:
+            task_name = checked_name
         if seconds == math.inf:
             seconds = None
-        self._check_process(func)
+        if self._pid != os.getpid():
+            self._check_process(func)  # raises: a forked child
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -329,12 +334,9 @@ class Runner:
             except BaseException:
                 close_if_coroutine(func)
                 raise
-        task_name = checked_name if checked_name is not None else default_name(func)
         # Built before the lock, numbered under it: the loop thread takes the same lock for
         # every transition, so the less this thread holds it, the less the loop waits.
-        handle: TaskHandle[Any] = TaskHandle(
-            ledger, self, 0, task_name, kind, func, args, seconds, self._pid
-        )
+        handle: TaskHandle[Any] = TaskHandle(self, 0, task_name, kind, func, args, seconds)
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -354,7 +356,7 @@ class Runner:
             raise error
         if _logging.debug_enabled():  # before the post: log lines stay in order
             self._log_task(_logging.DEBUG, "task_submitted", handle)
-        if loop_thread.is_current():
+        if _get_ident() == loop_thread.ident:
             self._dispatch_on_loop([handle])
             return handle
         try:
@@ -582,69 +584,78 @@ class Runner:
             prestart_asgiref_thread()
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
-        """Loop thread only.  Start each accepted task, or queue it for a slot."""
-        assert self._loop_thread.is_current()
+        """Loop thread only.  Start the accepted tasks of one batch, or queue them for a slot."""
         limit = self.max_concurrency
-        for handle in batch:
-            if handle._state is not PENDING:
-                continue  # cancelled (or abandoned) before it got here
-            if limit is not None and self._active >= limit:
-                self._waiting.append(handle)
-            else:
-                self._start_on_loop(handle)
+        if limit is not None and self._active + len(batch) > limit:
+            batch = [handle for handle in batch if handle._state is PENDING]
+            room = max(0, limit - self._active)
+            self._waiting.extend(batch[room:])
+            batch = batch[:room]
+        self._start_on_loop(batch)
 
-    def _start_on_loop(self, handle: TaskHandle[Any]) -> None:
-        """Loop thread only.  PENDING -> RUNNING, and start the task in a fresh context.
+    def _start_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
+        """Loop thread only.  PENDING -> RUNNING, and start each task in a fresh context.
 
-        The task's own coroutine is the asyncio task's coroutine, with no wrapper around
-        it (one frame less per task, and per step); the done callback ``_settle_task``
-        settles the handle.  A sync task runs inside ``_run_sync``, and an awaitable that
-        is not a coroutine inside ``_await``.  The task holds a slot until it is settled.
+        One lock for the whole batch (``Ledger.start``), one debug check.  The task's own
+        coroutine is the asyncio task's coroutine, with no wrapper around it (one frame
+        less per task, and per step); the done callback ``_settle_task`` settles the
+        handle.  A sync task runs inside ``_run_sync``, and an awaitable that is not a
+        coroutine inside ``_await``.  Each task holds a slot until it is settled.
         """
-        self._active += 1
-        if not self._ledger.move(handle, RUNNING, from_state=PENDING):
-            self._release_slot_on_loop()  # cancelled or abandoned just now
-            return
-        func, args, kind = handle._func, handle._args or (), handle._kind
-        handle._func = handle._args = None  # the task owns them now
-        context = contextvars.Context()
-        context.run(CURRENT_TASK.set, handle)
-        if _logging.debug_enabled():
-            self._log_task(_logging.DEBUG, "task_started", handle)
-        coro: Any
-        if kind is COROUTINE:
-            coro = func
-        elif kind is SYNC:
-            coro = self._run_sync(handle, func, args)
-        else:
-            try:
-                coro = context.run(func, *args)
-            except BaseException as exc:  # noqa: BLE001  calling it was the task's first step
-                self._settle_failed_on_loop(handle, exc)
-                self._finish_on_loop(handle)
-                return
-            if type(coro) is not types.CoroutineType:
-                coro = _await(coro)  # e.g. inspect.markcoroutinefunction returning a Future
+        assert self._loop_thread.is_current()
+        started = self._ledger.start(batch)
+        self._active += len(started)
         loop = self._loop_thread.loop
         assert loop is not None
-        if sys.version_info >= (3, 11):
-            task = _Task(coro, loop=loop, context=context)
-        else:
-            task = context.run(_Task, coro, loop=loop)
-        task._lk_handle = handle
-        handle._task = task
-        task.add_done_callback(self._on_task_done, context=context)
-        if handle._timeout is not None:
-            handle._timer = loop.call_later(handle._timeout, self._expire, handle)
+        debug = _logging.debug_enabled()
+        on_done = self._on_task_done
+        set_current = CURRENT_TASK.set
+        for handle in started:
+            func, args, kind = handle._func, handle._args or (), handle._kind
+            handle._func = handle._args = None  # the task owns them now
+            context = contextvars.Context()
+            context.run(set_current, handle)
+            if debug:
+                self._log_task(_logging.DEBUG, "task_started", handle)
+            coro: Any
+            if kind is COROUTINE:
+                coro = func
+            elif kind is SYNC:
+                coro = self._run_sync(handle, func, args)
+            else:
+                try:
+                    coro = context.run(func, *args)
+                except BaseException as exc:  # noqa: BLE001  calling it was its first step
+                    self._settle_failed_on_loop(handle, exc)
+                    self._finish_on_loop(handle)
+                    continue
+                if type(coro) is not types.CoroutineType:
+                    coro = _await(coro)  # e.g. inspect.markcoroutinefunction returning a Future
+            if sys.version_info >= (3, 11):
+                task = _Task(coro, loop=loop, context=context)
+            else:
+                task = context.run(_Task, coro, loop=loop)
+            task._lk_handle = handle
+            handle._task = task
+            task.add_done_callback(on_done, context=context)
+            if handle._timeout is not None:
+                handle._timer = loop.call_later(handle._timeout, self._expire, handle)
+        if len(started) < len(batch):
+            self._fill_slots_on_loop()  # some were cancelled or abandoned just now
 
     def _release_slot_on_loop(self) -> None:
         """Loop thread only.  A task ended: give its slot to the next one waiting."""
         self._active -= 1
+        if self._waiting:
+            self._fill_slots_on_loop()
+
+    def _fill_slots_on_loop(self) -> None:
+        """Loop thread only.  Start waiting tasks, oldest first, while slots are free."""
         waiting = self._waiting
         while waiting and (self.max_concurrency is None or self._active < self.max_concurrency):
             handle = waiting.popleft()
             if handle._state is PENDING:
-                self._start_on_loop(handle)
+                self._start_on_loop([handle])
 
     def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
         """Loop thread only."""

@@ -84,14 +84,15 @@ _NOT_PLAIN: Final = (
 )
 
 
-def classify(func: object, args: tuple[object, ...]) -> Kind:
-    """Decide how ``func`` runs, or raise ``TypeError``/``ValueError``.
+def classify(func: object, args: tuple[object, ...]) -> tuple[Kind, str]:
+    """Decide how ``func`` runs and its default name, or raise ``TypeError``/``ValueError``.
 
     A coroutine object that is rejected is closed here (no "never awaited" warning),
     unless it was already started: then it belongs to whoever started it.
     """
     # Fast path for the common cases (a plain function, a bound method, a partial of
-    # either): read the code flags once instead of asking inspect five questions.
+    # either): read the code flags once instead of asking inspect five questions, and
+    # take the name from the same unwrapped function (default_name() would unwrap again).
     # Anything unusual (generators, inspect.markcoroutinefunction, callable objects,
     # partial subclasses) takes the full path.
     target = func
@@ -102,10 +103,10 @@ def classify(func: object, args: tuple[object, ...]) -> Kind:
     if type(target) is types.FunctionType:
         flags = target.__code__.co_flags
         if flags & inspect.CO_COROUTINE:
-            return ASYNC_FUNCTION
+            return ASYNC_FUNCTION, target.__qualname__
         if not flags & _NOT_PLAIN and getattr(target, "_is_coroutine_marker", None) is None:
-            return SYNC
-    return _classify_slowly(func, args)
+            return SYNC, target.__qualname__
+    return _classify_slowly(func, args), default_name(func)
 
 
 def _classify_slowly(func: object, args: tuple[object, ...]) -> Kind:
