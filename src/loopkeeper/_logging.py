@@ -29,9 +29,13 @@ _METHOD: Final = {DEBUG: "debug", INFO: "info", WARNING: "warning", ERROR: "erro
 _stdlib: Final = logging.getLogger("loopkeeper")
 
 
+_is_configured: Final = structlog.is_configured
+_stdlib_enabled_for: Final = _stdlib.isEnabledFor
+
+
 def debug_enabled() -> bool:
     """Cheap check before building a DEBUG line on a hot path."""
-    return structlog.is_configured() or _stdlib.isEnabledFor(DEBUG)
+    return _is_configured() or _stdlib_enabled_for(DEBUG)
 
 
 def log(level: int, event: str, /, *, exc_info: BaseException | None = None, **fields: Any) -> None:

@@ -4,10 +4,11 @@ Owns: one thread named after its runner, the event loop that thread runs, and an
 through which other threads hand it work.  The loop is created inside the thread
 (``loop_factory`` or ``asyncio.new_event_loop``) and lives until ``request_stop()``.
 
-Inbox: a foreign thread appends to a deque and wakes the loop only when no drain is
+Inbox: a foreign thread appends to a list and wakes the loop only when no drain is
 already scheduled, so a burst of N posts costs one ``call_soon_threadsafe`` (one
-self-pipe write), not N.  The deque and the "drain scheduled" flag are guarded by a lock,
-so the scheme holds on free-threaded builds too.
+self-pipe write), not N; the drain swaps the list for an empty one.  The list and the
+"drain scheduled" flag are guarded by a lock, so the scheme holds on free-threaded builds
+too.
 
 Watchdog: a heartbeat on the loop records when it last ran; a daemon thread
 ``<name>-watchdog`` wakes a few times per threshold and, when the heartbeat is older
@@ -33,7 +34,6 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
@@ -73,7 +73,7 @@ class LoopThread(Generic[Item]):
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
         self.ident: int | None = None  # the loop thread's ident, set before _ready
         self._inbox_lock = threading.Lock()  # guards the two fields below
-        self._inbox: deque[Item] = deque()
+        self._inbox: list[Item] = []
         self._drain_scheduled = False
         self._stop_requested = False  # written once by request_stop(), read by the loop thread
         self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
@@ -163,8 +163,7 @@ class LoopThread(Generic[Item]):
         assert self.is_current()
         with self._inbox_lock:
             self._drain_scheduled = False
-            batch = list(self._inbox)
-            self._inbox.clear()
+            batch, self._inbox = self._inbox, []
         self._dispatch(batch)
 
     def _mark_ready(self) -> None:

@@ -317,13 +317,13 @@ class Runner:
             checked_name = check_name(name)
             if timeout is not None:
                 seconds = check_optional_seconds(timeout, param="timeout")
+                if seconds == math.inf:
+                    seconds = None
         except BaseException:
             close_if_coroutine(func)
             raise
         if checked_name is not None:
             task_name = checked_name
-        if seconds == math.inf:
-            seconds = None
         if self._pid != os.getpid():
             self._check_process(func)  # raises: a forked child
         ledger = self._ledger
