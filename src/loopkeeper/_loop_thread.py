@@ -159,8 +159,8 @@ class LoopThread(Generic[Item]):
     # -- loop thread ---------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Loop thread only.  Take everything posted so far and dispatch it."""
-        assert self.is_current()
+        """Loop thread only (scheduled by ``post()``).  Take everything posted so far and
+        dispatch it."""
         with self._inbox_lock:
             self._drain_scheduled = False
             batch, self._inbox = self._inbox, []

@@ -209,7 +209,8 @@ class Runner:
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
             self.name,
             self._loop_factory,
-            self._dispatch_on_loop,
+            # Without a limit nothing queues for a slot: batches go straight to the start.
+            self._start_on_loop if self.max_concurrency is None else self._dispatch_on_loop,
             self._on_loop_started,
             self.watchdog_threshold,
             self._describe_blocker,
@@ -602,7 +603,6 @@ class Runner:
         handle.  A sync task runs inside ``_run_sync``, and an awaitable that is not a
         coroutine inside ``_await``.  Each task holds a slot until it is settled.
         """
-        assert self._loop_thread.is_current()
         started = self._ledger.start(batch)
         self._active += len(started)
         loop = self._loop_thread.loop
