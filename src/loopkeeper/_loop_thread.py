@@ -159,14 +159,14 @@ class LoopThread(Generic[Item]):
     # -- loop thread ---------------------------------------------------------------
 
     def _drain(self) -> None:
-        """Loop thread only (scheduled by ``post()``).  Take everything posted so far and
-        dispatch it."""
+        """Loop thread only, scheduled by ``post()``.  Dispatch everything posted so far."""
         with self._inbox_lock:
             self._drain_scheduled = False
             batch, self._inbox = self._inbox, []
         self._dispatch(batch)
 
     def _mark_ready(self) -> None:
+        """Loop thread only, once: the loop runs; ``start()`` and ``submit()`` may go on."""
         self.ready = True
         self._ready.set()
 
