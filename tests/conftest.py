@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,6 +10,17 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import loopkeeper
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give child processes the SIGINT a terminal gives them.
+
+    A shell starts a background job (``./scripts/test &``) with SIGINT ignored, children
+    inherit that, and Python then installs no ``KeyboardInterrupt`` handler: the
+    subprocess tests that send a real Ctrl-C would wait for one that never comes.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
