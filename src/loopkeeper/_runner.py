@@ -99,7 +99,6 @@ _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are 
 # exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
 _LIVE: dict[Runner, None] = {}
 _LIVE_LOCK = threading.Lock()
-_get_ident: Final = threading.get_ident
 
 
 def live_runners() -> list[Runner]:
@@ -325,8 +324,7 @@ class Runner:
             raise
         if checked_name is not None:
             task_name = checked_name
-        if self._pid != os.getpid():
-            self._check_process(func)  # raises: a forked child
+        self._check_process(func)
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -357,7 +355,7 @@ class Runner:
             raise error
         if _logging.debug_enabled():  # before the post: log lines stay in order
             self._log_task(_logging.DEBUG, "task_submitted", handle)
-        if _get_ident() == loop_thread.ident:
+        if loop_thread.is_current():
             self._dispatch_on_loop([handle])
             return handle
         try:
