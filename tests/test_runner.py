@@ -9,6 +9,7 @@ import functools
 import gc
 import inspect
 import logging
+import os
 import threading
 import types
 from collections.abc import Callable, Coroutine
@@ -552,6 +553,86 @@ def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_i
         assert most == (3 if max_concurrency else 12 - len(cancelled))
         stats = runner.stats()
         assert (stats.succeeded, stats.cancelled, stats.pending, stats.running) == (9, 4, 0, 0)
+
+
+def _eventfd_count(fd: int) -> int:
+    """The counter of eventfd ``fd``, read from /proc without consuming it (Linux)."""
+    with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:
+        for line in info:
+            key, _, value = line.partition(":")
+            if key == "eventfd-count":
+                return int(value, 16)
+    raise AssertionError(f"descriptor {fd} is not an eventfd")
+
+
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux-only")
+def test_a_burst_of_submits_wakes_the_loop_once_through_its_eventfd() -> None:
+    """While the loop is busy, a burst of 20 submits writes the loop's eventfd once; the
+    drain resets it before it takes the batch; shutdown closes it."""
+    with Runner(name="wake") as runner:
+        busy, release = threading.Event(), threading.Event()
+
+        async def hold_the_loop() -> None:
+            busy.set()
+            release.wait(WAIT)  # blocks the loop thread itself: every submit now queues
+
+        blocker = runner.submit(hold_the_loop)
+        assert busy.wait(WAIT)
+        fd = runner._loop_thread._wake_fd
+        assert fd is not None
+        assert _eventfd_count(fd) == 0  # reset by the drain that started hold_the_loop
+        handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
+        assert _eventfd_count(fd) == 1
+        release.set()
+        assert [h.result(WAIT) for h in handles] == list(range(20))
+        blocker.result(WAIT)
+        assert _eventfd_count(fd) == 0
+    assert runner._loop_thread._wake_fd is None
+
+
+class _LoopWithoutReaders(asyncio.SelectorEventLoop):
+    """A loop that watches no file descriptors, as the proactor loop on Windows; it
+    records the callbacks other threads schedule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threadsafe_callbacks: list[str] = []
+
+    def add_reader(self, fd: Any, callback: Any, *args: Any) -> None:  # type: ignore[override]
+        raise NotImplementedError
+
+    def call_soon_threadsafe(  # type: ignore[override]
+        self, callback: Callable[..., object], *args: Any, context: Any = None
+    ) -> asyncio.Handle:
+        self.threadsafe_callbacks.append(getattr(callback, "__name__", "?"))
+        return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+def test_a_loop_without_add_reader_is_woken_through_call_soon_threadsafe() -> None:
+    """Where the loop cannot watch an eventfd, a burst still costs one wake-up: one
+    ``call_soon_threadsafe(drain)``, and every task runs."""
+    loops: list[_LoopWithoutReaders] = []
+
+    def factory() -> asyncio.AbstractEventLoop:
+        loops.append(_LoopWithoutReaders())
+        return loops[-1]
+
+    with Runner(name="no-readers", loop_factory=factory) as runner:
+        busy, release = threading.Event(), threading.Event()
+
+        async def hold_the_loop() -> None:
+            busy.set()
+            release.wait(WAIT)
+
+        blocker = runner.submit(hold_the_loop)
+        assert busy.wait(WAIT)
+        assert runner._loop_thread._wake_fd is None
+        drains_before = loops[0].threadsafe_callbacks.count("_drain")
+        handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
+        assert loops[0].threadsafe_callbacks.count("_drain") == drains_before + 1
+        release.set()
+        assert [h.result(WAIT) for h in handles] == list(range(20))
+        blocker.result(WAIT)
 
 
 def test_add_done_callback_runs_once_and_errors_are_logged(

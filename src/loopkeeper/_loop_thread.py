@@ -5,10 +5,13 @@ through which other threads hand it work.  The loop is created inside the thread
 (``loop_factory`` or ``asyncio.new_event_loop``) and lives until ``request_stop()``.
 
 Inbox: a foreign thread appends to a list and wakes the loop only when no drain is
-already scheduled, so a burst of N posts costs one ``call_soon_threadsafe`` (one
-self-pipe write), not N; the drain swaps the list for an empty one.  The list and the
-"drain scheduled" flag are guarded by a lock, so the scheme holds on free-threaded builds
-too.
+already scheduled, so a burst of N posts costs one wake-up, not N; the drain swaps the
+list for an empty one.  The list and the "drain scheduled" flag are guarded by a lock, so
+the scheme holds on free-threaded builds too.  The wake-up is one write to an ``eventfd``
+that the loop watches with ``add_reader`` (Linux): that skips ``call_soon_threadsafe``'s
+handle and asyncio's self-pipe read (two ``recv`` calls and an exception per wake-up).
+Where there is no ``eventfd``, or the loop has no ``add_reader`` (the proactor loop), the
+wake-up is ``call_soon_threadsafe``.
 
 Watchdog: a heartbeat on the loop records when it last ran; a daemon thread
 ``<name>-watchdog`` wakes a few times per threshold and, when the heartbeat is older
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -45,6 +49,7 @@ Item = TypeVar("Item")
 
 _HEARTBEAT: Final = 0.5  # seconds between loop-lag samples (less with a small watchdog threshold)
 _CLEANUP_WAIT: Final = 1.0  # seconds to let leftover tasks react to cancellation
+_ONE: Final = (1).to_bytes(8, sys.byteorder)  # what a write to an eventfd adds to its counter
 
 
 class LoopThread(Generic[Item]):
@@ -75,6 +80,7 @@ class LoopThread(Generic[Item]):
         self._inbox_lock = threading.Lock()  # guards the two fields below
         self._inbox: list[Item] = []
         self._drain_scheduled = False
+        self._wake_fd: int | None = None  # the eventfd the loop watches; None: no such fd
         self._stop_requested = False  # written once by request_stop(), read by the loop thread
         self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
         self.last_beat = time.monotonic()  # loop thread writes, the watchdog reads
@@ -127,8 +133,11 @@ class LoopThread(Generic[Item]):
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
+            if self._wake_fd is not None:  # written under the lock: _close_wake_fd takes it
+                os.write(self._wake_fd, _ONE)
+                return
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._drain)
+        self.loop.call_soon_threadsafe(self._drain)  # raises RuntimeError once closed
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop thread soon.  Any thread; a no-op once closed."""
@@ -158,8 +167,42 @@ class LoopThread(Generic[Item]):
 
     # -- loop thread ---------------------------------------------------------------
 
+    def _open_wake_fd(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop thread only, before the loop runs.  Watch an eventfd, if this loop can."""
+        if not hasattr(os, "eventfd"):  # Linux only
+            return
+        try:
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:  # pragma: no cover  out of descriptors: call_soon_threadsafe works
+            return
+        try:
+            loop.add_reader(fd, self._drain_woken, fd)
+        except Exception:  # noqa: BLE001  e.g. NotImplementedError: call_soon_threadsafe then
+            os.close(fd)
+            return
+        self._wake_fd = fd
+
+    def _close_wake_fd(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop thread only, before the loop closes.  Later posts go to the closed loop."""
+        with self._inbox_lock:
+            fd, self._wake_fd = self._wake_fd, None
+        if fd is not None:
+            try:
+                loop.remove_reader(fd)
+            finally:
+                os.close(fd)
+
+    def _drain_woken(self, fd: int) -> None:
+        """Loop thread only: the eventfd is readable.  Reset it, then drain."""
+        # Reset first: a post after it writes again and wakes the loop again.
+        try:  # noqa: SIM105  contextlib.suppress costs a context manager per wake-up
+            os.read(fd, 8)
+        except BlockingIOError:  # pragma: no cover  the loop said it was readable
+            pass
+        self._drain()
+
     def _drain(self) -> None:
-        """Loop thread only, scheduled by ``post()``.  Dispatch everything posted so far."""
+        """Loop thread only, woken by ``post()``.  Dispatch everything posted so far."""
         with self._inbox_lock:
             self._drain_scheduled = False
             batch, self._inbox = self._inbox, []
@@ -230,6 +273,7 @@ class LoopThread(Generic[Item]):
             self._ready.set()
             return
         asyncio.set_event_loop(loop)
+        self._open_wake_fd(loop)
         self.loop = loop
         self.ident = threading.get_ident()
         loop.call_soon(self._on_started)
@@ -268,4 +312,7 @@ class LoopThread(Generic[Item]):
             _logging.log(_logging.ERROR, "loop_close_failed", runner=self._name, exc_info=exc)
         finally:
             asyncio.set_event_loop(None)
-            loop.close()
+            try:
+                self._close_wake_fd(loop)
+            finally:
+                loop.close()

@@ -83,7 +83,8 @@ def test_soak_loses_nothing_and_leaks_no_memory_thread_or_descriptor(figures: Fi
     12 MiB and allocated blocks within 10 000 of the warm-up's,
     and no handle of the last wave is kept alive; once the runner is shut down every
     thread it started has ended, ``threading.active_count()`` is back where it was, and
-    every file descriptor it opened (its loop's selector and self-pipe) is closed."""
+    every file descriptor it opened (its loop's selector and self-pipe, its wake-up eventfd)
+    is closed."""
     threads_before = set(threading.enumerate())
     active_before = threading.active_count()
     fds_before = fd_kinds()
