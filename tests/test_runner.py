@@ -568,7 +568,7 @@ def _eventfd_count(fd: int) -> int:
 @pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux-only")
 def test_a_burst_of_submits_wakes_the_loop_once_through_its_eventfd() -> None:
     """While the loop is busy, a burst of 20 submits writes the loop's eventfd once; the
-    drain resets it before it takes the batch; shutdown closes it."""
+    drain takes the batch and resets it; shutdown closes it."""
     with Runner(name="wake") as runner:
         busy, release = threading.Event(), threading.Event()
 
@@ -588,6 +588,46 @@ def test_a_burst_of_submits_wakes_the_loop_once_through_its_eventfd() -> None:
         blocker.result(WAIT)
         assert _eventfd_count(fd) == 0
     assert runner._loop_thread._wake_fd is None
+
+
+class _SubmitOnTaskStarted(logging.Handler):
+    """A log handler that, on the first ``task_started`` line (emitted on the loop thread
+    in the middle of a drain), submits one more task from another thread and waits for
+    that submit to return."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(logging.DEBUG)
+        self.runner = runner
+        self.late: list[loopkeeper.TaskHandle[str]] = []
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: no deadlock
+        if getattr(record, "event", None) == "task_started" and not self.late:
+            submitter = threading.Thread(
+                target=lambda: self.late.append(self.runner.submit(asyncio.sleep, 0, "late"))
+            )
+            submitter.start()
+            submitter.join(WAIT)
+        return True
+
+
+@pytest.mark.skipif(not hasattr(os, "eventfd"), reason="eventfd is Linux-only")
+def test_a_submit_while_the_loop_thread_drains_is_not_stranded() -> None:
+    """A submit that lands while the loop thread is starting a batch writes the eventfd
+    before the drain resets it; the drain sees it and starts that task too."""
+    runner = Runner(name="drain-race")
+    handler = _SubmitOnTaskStarted(runner)
+    logger = logging.getLogger("loopkeeper")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        with runner:
+            assert runner.submit(asyncio.sleep, 0, "first").result(WAIT) == "first"
+            assert len(handler.late) == 1
+            assert handler.late[0].result(WAIT) == "late"
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class _LoopWithoutReaders(asyncio.SelectorEventLoop):

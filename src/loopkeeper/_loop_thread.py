@@ -77,10 +77,11 @@ class LoopThread(Generic[Item]):
         self._start_error: BaseException | None = None  # set by the loop thread before _ready
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
         self.ident: int | None = None  # the loop thread's ident, set before _ready
-        self._inbox_lock = threading.Lock()  # guards the two fields below
+        self._inbox_lock = threading.Lock()  # guards the four fields below
         self._inbox: list[Item] = []
         self._drain_scheduled = False
         self._wake_fd: int | None = None  # the eventfd the loop watches; None: no such fd
+        self._writers = 0  # threads writing to _wake_fd now: the last one out closes it late
         self._stop_requested = False  # written once by request_stop(), read by the loop thread
         self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
         self.last_beat = time.monotonic()  # loop thread writes, the watchdog reads
@@ -133,11 +134,23 @@ class LoopThread(Generic[Item]):
             if self._drain_scheduled:
                 return
             self._drain_scheduled = True
-            if self._wake_fd is not None:  # written under the lock: _close_wake_fd takes it
-                os.write(self._wake_fd, _ONE)
-                return
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._drain)  # raises RuntimeError once closed
+            fd = self._wake_fd
+            if fd is not None:
+                self._writers += 1
+        if fd is None:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._drain)  # raises RuntimeError once closed
+            return
+        # Outside the lock: the write releases the GIL, and a lock held across it would
+        # queue every other submitting thread behind this one.
+        try:
+            os.write(fd, _ONE)
+        finally:
+            with self._inbox_lock:
+                self._writers -= 1
+                last = self._writers == 0 and self._wake_fd is None
+            if last:  # pragma: no cover  the loop closed while this thread wrote: it left the fd
+                os.close(fd)
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the loop thread soon.  Any thread; a no-op once closed."""
@@ -183,23 +196,40 @@ class LoopThread(Generic[Item]):
         self._wake_fd = fd
 
     def _close_wake_fd(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Loop thread only, before the loop closes.  Later posts go to the closed loop."""
+        """Loop thread only, before the loop closes.  Later posts go to the closed loop.
+
+        Only a task that shutdown has already settled can be posted this late (the loop
+        stops once nothing is unfinished): a write still under way wakes nobody.
+        """
         with self._inbox_lock:
             fd, self._wake_fd = self._wake_fd, None
+            close_now = self._writers == 0  # else the last writer closes it
         if fd is not None:
             try:
                 loop.remove_reader(fd)
             finally:
-                os.close(fd)
+                if close_now:
+                    os.close(fd)
 
     def _drain_woken(self, fd: int) -> None:
-        """Loop thread only: the eventfd is readable.  Reset it, then drain."""
-        # Reset first: a post after it writes again and wakes the loop again.
+        """Loop thread only: the eventfd is readable.  Drain, reset it, drain again if a
+        post came meanwhile.
+
+        The batch goes before the reset: the read releases the GIL, and submitting
+        threads waiting for it would hold it for a switch interval before the batch
+        starts.  A post between the drain and the reset may have its write reset with
+        the rest, so it is drained here; if its write came after the reset, the next
+        wake-up finds an empty inbox.
+        """
+        self._drain()
         try:  # noqa: SIM105  contextlib.suppress costs a context manager per wake-up
             os.read(fd, 8)
         except BlockingIOError:  # pragma: no cover  the loop said it was readable
             pass
-        self._drain()
+        with self._inbox_lock:
+            missed = self._drain_scheduled
+        if missed:
+            self._drain()
 
     def _drain(self) -> None:
         """Loop thread only, woken by ``post()``.  Dispatch everything posted so far."""
