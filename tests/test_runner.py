@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import gc
@@ -12,7 +13,7 @@ import logging
 import os
 import threading
 import types
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -511,6 +512,25 @@ def test_max_concurrency_runs_waiting_tasks_in_fifo_order(wait_until: WaitUntil)
         assert order == list(range(10))
 
 
+@contextlib.contextmanager
+def _loop_held(runner: Runner) -> Iterator[None]:
+    """Block ``runner``'s loop thread for the ``with`` block: every submit made in it
+    queues in the inbox and reaches the loop as one batch once the block ends."""
+    busy, release = threading.Event(), threading.Event()
+
+    async def hold_the_loop() -> None:
+        busy.set()
+        release.wait(WAIT)  # blocks the loop thread itself
+
+    blocker = runner.submit(hold_the_loop)
+    assert busy.wait(WAIT)
+    try:
+        yield
+    finally:
+        release.set()
+    blocker.result(WAIT)
+
+
 @pytest.mark.parametrize("max_concurrency", [None, 3])
 def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_it(
     max_concurrency: int | None,
@@ -518,14 +538,6 @@ def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_i
     """Tasks posted while the loop is busy reach it as one batch.  The ones cancelled in
     the meantime never run; the others start in submit order, within the limit."""
     with Runner(name="batch", max_concurrency=max_concurrency) as runner:
-        busy, release = threading.Event(), threading.Event()
-
-        async def hold_the_loop() -> None:
-            busy.set()
-            release.wait(WAIT)  # blocks the loop thread itself: every submit now queues
-
-        blocker = runner.submit(hold_the_loop)
-        assert busy.wait(WAIT)
         order: list[int] = []
         running, most = 0, 0
 
@@ -538,12 +550,11 @@ def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_i
             await asyncio.sleep(0)
             running -= 1
 
-        handles = [runner.submit(record, i) for i in range(12)]
         cancelled = {2, 3, 7, 11}
-        for i in sorted(cancelled):
-            assert handles[i].cancel() is True
-        release.set()
-        blocker.result(WAIT)
+        with _loop_held(runner):
+            handles = [runner.submit(record, i) for i in range(12)]
+            for i in sorted(cancelled):
+                assert handles[i].cancel() is True
         for i, handle in enumerate(handles):
             if i in cancelled:
                 assert handle.cancelled()
@@ -570,22 +581,13 @@ def test_a_burst_of_submits_wakes_the_loop_once_through_its_eventfd() -> None:
     """While the loop is busy, a burst of 20 submits writes the loop's eventfd once; the
     drain takes the batch and resets it; shutdown closes it."""
     with Runner(name="wake") as runner:
-        busy, release = threading.Event(), threading.Event()
-
-        async def hold_the_loop() -> None:
-            busy.set()
-            release.wait(WAIT)  # blocks the loop thread itself: every submit now queues
-
-        blocker = runner.submit(hold_the_loop)
-        assert busy.wait(WAIT)
-        fd = runner._loop_thread._wake_fd
-        assert fd is not None
-        assert _eventfd_count(fd) == 0  # reset by the drain that started hold_the_loop
-        handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
-        assert _eventfd_count(fd) == 1
-        release.set()
+        with _loop_held(runner):
+            fd = runner._loop_thread._wake_fd
+            assert fd is not None
+            assert _eventfd_count(fd) == 0  # reset by the drain that started the holder
+            handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
+            assert _eventfd_count(fd) == 1
         assert [h.result(WAIT) for h in handles] == list(range(20))
-        blocker.result(WAIT)
         assert _eventfd_count(fd) == 0
     assert runner._loop_thread._wake_fd is None
 
@@ -658,21 +660,12 @@ def test_a_loop_without_add_reader_is_woken_through_call_soon_threadsafe() -> No
         return loops[-1]
 
     with Runner(name="no-readers", loop_factory=factory) as runner:
-        busy, release = threading.Event(), threading.Event()
-
-        async def hold_the_loop() -> None:
-            busy.set()
-            release.wait(WAIT)
-
-        blocker = runner.submit(hold_the_loop)
-        assert busy.wait(WAIT)
-        assert runner._loop_thread._wake_fd is None
-        drains_before = loops[0].threadsafe_callbacks.count("_drain")
-        handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
-        assert loops[0].threadsafe_callbacks.count("_drain") == drains_before + 1
-        release.set()
+        with _loop_held(runner):
+            assert runner._loop_thread._wake_fd is None
+            drains_before = loops[0].threadsafe_callbacks.count("_drain")
+            handles = [runner.submit(asyncio.sleep, 0, i) for i in range(20)]
+            assert loops[0].threadsafe_callbacks.count("_drain") == drains_before + 1
         assert [h.result(WAIT) for h in handles] == list(range(20))
-        blocker.result(WAIT)
 
 
 def test_add_done_callback_runs_once_and_errors_are_logged(
