@@ -566,6 +566,48 @@ def test_a_batch_from_the_inbox_starts_in_order_without_the_tasks_cancelled_in_i
         assert (stats.succeeded, stats.cancelled, stats.pending, stats.running) == (9, 4, 0, 0)
 
 
+@pytest.mark.parametrize("max_concurrency", [None, 1])
+def test_a_task_abandoned_as_its_batch_starts_is_closed_and_the_batch_goes_on(
+    max_concurrency: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A shutdown on another thread may abandon a task in the instant after the loop
+    thread moved it to RUNNING and before it made the asyncio task.  Its coroutine is
+    then closed, never run and never left unawaited; its slot is freed; the rest of the
+    batch starts and nothing escapes into the loop.  The test calls the shutdown's
+    ``_abandon`` from inside ``Ledger.start`` to pin that interleaving (the storm test
+    met it by chance)."""
+    ran: list[str] = []
+
+    async def record(name: str) -> str:
+        ran.append(name)
+        return name
+
+    with Runner(name="abandon-race", max_concurrency=max_concurrency) as runner:
+        victim_coro = record("victim")
+        start = type(runner._ledger).start
+
+        def start_then_abandon(ledger: Any, handles: list[loopkeeper.TaskHandle[Any]]) -> list[Any]:
+            started = start(ledger, handles)
+            runner._abandon([h for h, _, _ in started if h.name == "victim"])
+            return started
+
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            with _loop_held(runner):
+                victim = runner.submit(victim_coro, name="victim")
+                others = [runner.submit(record, f"t{i}") for i in range(3)]
+                monkeypatch.setattr(type(runner._ledger), "start", start_then_abandon)
+            assert [h.result(WAIT) for h in others] == ["t0", "t1", "t2"]
+            monkeypatch.undo()
+        assert victim.state is TaskState.ABANDONED
+        assert inspect.getcoroutinestate(victim_coro) == inspect.CORO_CLOSED
+        assert ran == ["t0", "t1", "t2"]
+        assert runner.submit(record, "after").result(WAIT) == "after"  # no slot leaked
+        assert runner.stats().running == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+
+
 def _eventfd_count(fd: int) -> int:
     """The counter of eventfd ``fd``, read from /proc without consuming it (Linux)."""
     with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as info:

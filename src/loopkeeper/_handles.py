@@ -477,18 +477,23 @@ class Ledger:
             self._on_settled_empty()
         return manifest
 
-    def start(self, handles: list[TaskHandle[Any]]) -> list[TaskHandle[Any]]:
+    def start(
+        self, handles: list[TaskHandle[Any]]
+    ) -> list[tuple[TaskHandle[Any], Any, tuple[Any, ...] | None]]:
         """PENDING -> RUNNING for each handle still pending, under one lock.  Any thread.
 
-        Returns the handles it moved, in order: a batch from the inbox costs one lock, not
-        one per task.
+        Returns ``(handle, func, args)`` for each handle it moved, in order: a batch from
+        the inbox costs one lock, not one per task.  The function and arguments leave the
+        handle in the same step, so the caller owns them even if a shutdown abandons the
+        task the next instant (``move`` then finds nothing to release).
         """
         started = []
         with self.lock:
             for handle in handles:
                 if handle._state is PENDING:
                     handle._state = RUNNING
-                    started.append(handle)
+                    started.append((handle, handle._func, handle._args))
+                    handle._func = handle._args = None
             counts = self.counts
             counts[PENDING_SLOT] -= len(started)
             counts[RUNNING_SLOT] += len(started)

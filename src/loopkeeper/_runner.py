@@ -599,7 +599,9 @@ class Runner:
         coroutine is the asyncio task's coroutine, with no wrapper around it (one frame
         less per task, and per step); the done callback ``_settle_task`` settles the
         handle.  A sync task runs inside ``_run_sync``, and an awaitable that is not a
-        coroutine inside ``_await``.  Each task holds a slot until it is settled.
+        coroutine inside ``_await``.  Each task holds a slot until it is settled.  A task
+        that a shutdown abandoned since ``Ledger.start`` (from another thread) never runs:
+        its coroutine is closed and its slot freed, and the rest of the batch starts.
         """
         started = self._ledger.start(batch)
         self._active += len(started)
@@ -608,9 +610,12 @@ class Runner:
         debug = _logging.debug_enabled()
         on_done = self._on_task_done
         set_current = CURRENT_TASK.set
-        for handle in started:
-            func, args, kind = handle._func, handle._args or (), handle._kind
-            handle._func = handle._args = None  # the task owns them now
+        for handle, func, func_args in started:
+            if handle._state is not RUNNING:  # a shutdown abandoned it since Ledger.start
+                close_if_coroutine(func)
+                self._finish_on_loop(handle)
+                continue
+            args, kind = func_args or (), handle._kind
             context = contextvars.Context()
             context.run(set_current, handle)
             if debug:
