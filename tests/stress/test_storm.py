@@ -413,6 +413,11 @@ class Storm:
             self.gate.open()  # what was left running may end now
             with contextlib.suppress(RuntimeError):  # already closed
                 self.runner.shutdown(WAIT)
+            # Every handle is final now, but the second loop learns it a few iterations
+            # later: stopping it before its watches return would leave them pending.
+            with self.lock:
+                watched = [future for _, future in self.watches]
+            concurrent.futures.wait(watched, timeout=WAIT)
             self.foreign.call_soon_threadsafe(self.foreign.stop)
             foreign.join(WAIT)
             self.foreign.close()
