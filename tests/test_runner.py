@@ -17,6 +17,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+import structlog
 
 import loopkeeper
 from loopkeeper import Runner, TaskState
@@ -672,6 +673,32 @@ def test_a_submit_while_the_loop_thread_drains_is_not_stranded() -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+
+
+def test_a_task_logs_its_routine_lines_by_the_level_at_its_submit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """DEBUG is asked once per task, in ``submit()``: a task submitted while DEBUG was off
+    logs no ``task_started`` or ``task_succeeded`` even if DEBUG is on by the time it
+    starts; one submitted with DEBUG on logs all three.  Both start in the same batch."""
+    structlog.reset_defaults()  # the stdlib route: caplog sees the lines
+    logger = logging.getLogger("loopkeeper")
+    with caplog.at_level(logging.DEBUG, logger="loopkeeper"):  # the handler's level
+        logger.setLevel(logging.INFO)
+        with Runner(name="levels") as runner, _loop_held(runner):
+            quiet = runner.submit(asyncio.sleep, 0, name="quiet")
+            logger.setLevel(logging.DEBUG)
+            loud = runner.submit(asyncio.sleep, 0, name="loud")
+        assert quiet.done()  # the shutdown joined the loop thread
+        assert loud.done()
+    routine = {"task_submitted", "task_started", "task_succeeded"}
+    lines = [
+        (record.event, record.getMessage())  # type: ignore[attr-defined]  # from `extra`
+        for record in caplog.records
+        if getattr(record, "event", None) in routine
+    ]
+    assert {event for event, text in lines if "task_name='loud'" in text} == routine
+    assert [text for _, text in lines if "task_name='quiet'" in text] == []
 
 
 class _LoopWithoutReaders(asyncio.SelectorEventLoop):

@@ -311,10 +311,14 @@ class Runner:
             RuntimeError: called in a forked child of the process that made this runner,
                 or the loop thread cannot start.
         """
+        # The common call (no name, no timeout) makes as few Python calls as it can: after
+        # an idle spell each one runs from cold caches, and the task's first line waits.
         seconds: float | None = None
         try:
             kind, task_name = classify(func, args)
-            checked_name = check_name(name)
+            if name is not None:
+                check_name(name)
+                task_name = name
             if timeout is not None:
                 seconds = check_optional_seconds(timeout, param="timeout")
                 if seconds == math.inf:
@@ -322,9 +326,8 @@ class Runner:
         except BaseException:
             close_if_coroutine(func)
             raise
-        if checked_name is not None:
-            task_name = checked_name
-        self._check_process(func)
+        if os.getpid() != self._pid:
+            self._check_process(func)
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -353,9 +356,13 @@ class Runner:
             handle._func = handle._args = None
             close_if_coroutine(func)
             raise error
-        if _logging.debug_enabled():  # before the post: log lines stay in order
+        # Asked once per task: its task_started and task_succeeded lines follow this answer,
+        # so the loop thread does not ask again, and a task logs all its routine lines or
+        # none.  Before the post: log lines stay in order.
+        if _logging.debug_enabled():
+            handle._debug = True
             self._log_task(_logging.DEBUG, "task_submitted", handle)
-        if loop_thread.is_current():
+        if threading.get_ident() == loop_thread.ident:
             self._dispatch_on_loop([handle])
             return handle
         try:
@@ -595,19 +602,19 @@ class Runner:
     def _start_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  PENDING -> RUNNING, and start each task in a fresh context.
 
-        One lock for the whole batch (``Ledger.start``), one debug check.  The task's own
-        coroutine is the asyncio task's coroutine, with no wrapper around it (one frame
-        less per task, and per step); the done callback ``_settle_task`` settles the
-        handle.  A sync task runs inside ``_run_sync``, and an awaitable that is not a
-        coroutine inside ``_await``.  Each task holds a slot until it is settled.  A task
-        that a shutdown abandoned since ``Ledger.start`` (from another thread) never runs:
-        its coroutine is closed and its slot freed, and the rest of the batch starts.
+        One lock for the whole batch (``Ledger.start``), and no debug check: each handle
+        carries the answer ``submit()`` got.  The task's own coroutine is the asyncio
+        task's coroutine, with no wrapper around it (one frame less per task, and per
+        step); the done callback ``_settle_task`` settles the handle.  A sync task runs
+        inside ``_run_sync``, and an awaitable that is not a coroutine inside ``_await``.
+        Each task holds a slot until it is settled.  A task that a shutdown abandoned
+        since ``Ledger.start`` (from another thread) never runs: its coroutine is closed
+        and its slot freed, and the rest of the batch starts.
         """
         started = self._ledger.start(batch)
         self._active += len(started)
         loop = self._loop_thread.loop
         assert loop is not None
-        debug = _logging.debug_enabled()
         on_done = self._on_task_done
         set_current = CURRENT_TASK.set
         for handle, func, func_args in started:
@@ -618,7 +625,7 @@ class Runner:
             args, kind = func_args or (), handle._kind
             context = contextvars.Context()
             context.run(set_current, handle)
-            if debug:
+            if handle._debug:
                 self._log_task(_logging.DEBUG, "task_started", handle)
             coro: Any
             if kind is COROUTINE:
@@ -718,7 +725,7 @@ class Runner:
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
-        if self._ledger.move(handle, SUCCEEDED, value=value) and _logging.debug_enabled():
+        if self._ledger.move(handle, SUCCEEDED, value=value) and handle._debug:
             self._log_task(_logging.DEBUG, "task_succeeded", handle)
 
     @staticmethod
