@@ -59,7 +59,7 @@ Slow peers run fewer tasks (anyio and thread-per-task: 0.1x; thread-per-task mem
 threads), and every figure is per task or per second; the low-rate latency and the drain
 are never scaled.
 
-    ./scripts/bench --quick                       # ~1.5-2 minutes; makes .venvs/bench first
+    ./scripts/bench --quick                       # ~2.5-3.5 minutes; makes .venvs/bench first
     ./scripts/bench                               # full mode (1M pending), ~20 minutes
     ./scripts/bench --quick --uvloop
     ./scripts/bench --quick --peers loopkeeper,rcts,limit --metrics submit,latency
@@ -1463,7 +1463,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description="loopkeeper against rcts, the limit, anyio, a thread pool and threads."
     )
-    ap.add_argument("--quick", action="store_true", help="small counts (about 1.5-2 minutes)")
+    ap.add_argument("--quick", action="store_true", help="small counts (about 2.5-3.5 minutes)")
     ap.add_argument("--rounds", type=int, default=0, help="rounds for every metric (override)")
     ap.add_argument(
         "--peers", default="*", help=f"comma-separated names or globs, of: {', '.join(PEERS)}"
