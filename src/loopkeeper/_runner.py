@@ -357,8 +357,8 @@ class Runner:
             close_if_coroutine(func)
             raise error
         # Asked once per task: its task_started and task_succeeded lines follow this answer,
-        # so the loop thread does not ask again, and a task logs all its routine lines or
-        # none.  Before the post: log lines stay in order.
+        # so the loop thread does not ask again, and a task submitted with DEBUG off logs
+        # none of them.  Before the post: log lines stay in order.
         if _logging.debug_enabled():
             handle._debug = True
             self._log_task(_logging.DEBUG, "task_submitted", handle)
