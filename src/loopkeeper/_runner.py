@@ -311,8 +311,6 @@ class Runner:
             RuntimeError: called in a forked child of the process that made this runner,
                 or the loop thread cannot start.
         """
-        # The common call (no name, no timeout) makes as few Python calls as it can: after
-        # an idle spell each one runs from cold caches, and the task's first line waits.
         seconds: float | None = None
         try:
             kind, task_name = classify(func, args)
@@ -326,8 +324,7 @@ class Runner:
         except BaseException:
             close_if_coroutine(func)
             raise
-        if os.getpid() != self._pid:
-            self._check_process(func)
+        self._check_process(func)
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -362,7 +359,7 @@ class Runner:
         if _logging.debug_enabled():
             handle._debug = True
             self._log_task(_logging.DEBUG, "task_submitted", handle)
-        if threading.get_ident() == loop_thread.ident:
+        if loop_thread.is_current():
             self._dispatch_on_loop([handle])
             return handle
         try:
