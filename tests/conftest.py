@@ -8,8 +8,18 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 
 import loopkeeper
+
+
+@pytest.fixture
+def unconfigured_structlog() -> Iterator[None]:
+    """structlog as an application that never configured it (the stdlib route), and put
+    back so afterwards: ``capture_logs()`` leaves structlog marked configured."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 def pytest_configure(config: pytest.Config) -> None:

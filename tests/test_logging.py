@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -13,14 +12,6 @@ from structlog.testing import capture_logs
 from loopkeeper import Runner
 
 WAIT = 10.0
-
-
-@pytest.fixture
-def unconfigured_structlog() -> Iterator[None]:
-    """capture_logs() leaves structlog marked configured; put it back as found."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.mark.usefixtures("unconfigured_structlog")

@@ -17,7 +17,6 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
-import structlog
 
 import loopkeeper
 from loopkeeper import Runner, TaskState
@@ -675,13 +674,13 @@ def test_a_submit_while_the_loop_thread_drains_is_not_stranded() -> None:
         logger.setLevel(level)
 
 
+@pytest.mark.usefixtures("unconfigured_structlog")  # the stdlib route: caplog sees the lines
 def test_a_task_logs_its_routine_lines_by_the_level_at_its_submit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """DEBUG is asked once per task, in ``submit()``: a task submitted while DEBUG was off
     logs no ``task_started`` or ``task_succeeded`` even if DEBUG is on by the time it
     starts; one submitted with DEBUG on logs all three.  Both start in the same batch."""
-    structlog.reset_defaults()  # the stdlib route: caplog sees the lines
     logger = logging.getLogger("loopkeeper")
     with caplog.at_level(logging.DEBUG, logger="loopkeeper"):  # the handler's level
         logger.setLevel(logging.INFO)

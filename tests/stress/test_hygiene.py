@@ -25,7 +25,7 @@ import logging
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
@@ -53,14 +53,6 @@ class _Secret:
         return self.marker
 
     __str__ = __repr__
-
-
-@pytest.fixture
-def unconfigured_structlog() -> Iterator[None]:
-    """capture_logs() leaves structlog marked configured; put it back as found."""
-    structlog.reset_defaults()
-    yield
-    structlog.reset_defaults()
 
 
 def _every_path(secret: _Secret) -> list[str]:
