@@ -218,7 +218,8 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
     """At interpreter exit (main returns, ``sys.exit(3)``, an uncaught exception) the default
     runner waits for an unfinished task; the exit code is the one the program chose, and the
     drain is logged: ``shutdown_started`` (WARNING) naming the task as ``id 'name'``, then
-    ``shutdown_completed`` (INFO)."""
+    ``shutdown_completed`` at the same level, so the outcome shows wherever the manifest
+    does."""
     marker = tmp_path / "marker"
     script = _script(
         tmp_path,
@@ -246,7 +247,7 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
     assert "unfinished=1" in started[0]
     assert "1 'slow-marker'" in started[0]
     assert len(completed) == 1, result.stderr
-    assert completed[0].startswith("INFO loopkeeper shutdown_completed"), completed
+    assert completed[0].startswith("WARNING loopkeeper shutdown_completed"), completed
     assert "completed=1" in completed[0]
     assert result.stderr.index("shutdown_started") < result.stderr.index("shutdown_completed")
     if expected_code == 1:
@@ -260,9 +261,11 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
 def test_exit_drain_warning_reaches_stderr_without_any_logging_configuration(
     tmp_path: Path,
 ) -> None:
-    """With no logging configured at all, the ``shutdown_started`` warning still reaches
-    stderr (Python's last-resort handler) naming the task by id and name; INFO lines do not
-    (the library adds no handler of its own), and the task still finishes."""
+    """With no logging configured at all (a Django project without a ``LOGGING`` entry for
+    ``loopkeeper``), the ``shutdown_started`` warning still reaches stderr (Python's
+    last-resort handler) naming the task by id and name, and so does the drain's outcome,
+    ``shutdown_completed`` with ``completed=1``, after it: the last line says the work
+    finished.  INFO lines do not show (the library adds no handler of its own)."""
     marker = tmp_path / "marker"
     script = _script(tmp_path, "import loopkeeper", EXIT_BEGAN, MARKER_TASK)
 
@@ -273,7 +276,10 @@ def test_exit_drain_warning_reaches_stderr_without_any_logging_configuration(
     started = _lines_with(result.stderr, "shutdown_started")
     assert len(started) == 1, result.stderr
     assert "1 'slow-marker'" in started[0]
-    assert "shutdown_completed" not in result.stderr
+    completed = _lines_with(result.stderr, "shutdown_completed")
+    assert len(completed) == 1, result.stderr
+    assert "completed=1" in completed[0]
+    assert result.stderr.index("shutdown_started") < result.stderr.index("shutdown_completed")
     assert "runner_started" not in result.stderr
     _assert_no_exit_noise(result.stderr)
 
@@ -1014,3 +1020,54 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     assert marker.read_text() == "finished"
     assert "1 'to-thread-task'" in _lines_with(result.stderr, "shutdown_started")[0]
     _assert_no_exit_noise(result.stderr)
+
+
+# -- user code that calls back into loopkeeper at exit ------------------------------------
+
+
+@needs_posix_signals
+def test_exit_drain_runs_a_callback_that_calls_shutdown_and_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    """A done callback calls ``loopkeeper.shutdown()``; the exit drain (``shutdown_timeout``
+    0.2 s) abandons the task, runs the callback, whose ``shutdown()`` returns the drain's
+    report, and the process exits within the timeout plus the grace."""
+    script = _script(
+        tmp_path,
+        """
+        import threading
+
+        import loopkeeper
+
+        loopkeeper.configure(shutdown_timeout=0.2)
+        started = threading.Event()
+        never = threading.Event()
+
+
+        def blocked():
+            started.set()
+            never.wait()
+
+
+        def on_done(handle):
+            print("callback:", repr(loopkeeper.shutdown()), flush=True)
+
+
+        handle = loopkeeper.submit(blocked, name="blocked")
+        handle.add_done_callback(on_done)
+        assert started.wait(10)
+        print("ready", flush=True)
+        """,
+    )
+
+    with _Child(script) as child:
+        returncode, took = _exit_time(child, "ready", 0.2 + GRACE + SLACK)
+
+    stderr = child.text("stderr")
+    assert returncode == 0, stderr
+    assert took < 0.2 + GRACE + SLACK, f"exit took {took:.1f}s: {stderr}"
+    callback = _lines_with(child.text("stdout"), "callback:")
+    assert len(callback) == 1, child.text("stdout")
+    assert "<ShutdownReport clean=False" in callback[0]
+    assert "1 'blocked'" in callback[0]
+    _assert_no_exit_noise(stderr)

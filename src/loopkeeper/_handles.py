@@ -43,6 +43,7 @@ __all__ = (
     "PENDING_SLOT",
     "RUNNING",
     "SUCCEEDED",
+    "Callback",
     "Ledger",
     "RunnerStats",
     "ShutdownReport",
@@ -51,6 +52,7 @@ __all__ = (
     "TaskState",
     "ThreadInfo",
     "cancel_handle",
+    "run_callbacks",
 )
 
 T = TypeVar("T")
@@ -433,6 +435,15 @@ def cancel_handle(handle: object, msg: str | None) -> bool:
     return handle.cancel(msg)
 
 
+Callback = tuple["TaskHandle[Any]", Callable[["TaskHandle[Any]"], object]]  # (handle, fn)
+
+
+def run_callbacks(callbacks: list[Callback]) -> None:
+    """Run callbacks that ``Ledger.move(defer=...)`` set aside, in order.  Never raises."""
+    for handle, fn in callbacks:
+        _run_callback(handle, fn)
+
+
 def _run_callback(handle: TaskHandle[Any], fn: Callable[[TaskHandle[Any]], object]) -> None:
     try:
         fn(handle)
@@ -508,11 +519,15 @@ class Ledger:
         value: object = None,
         exc: BaseException | None = None,
         from_state: TaskState | None = None,
+        defer: list[Callback] | None = None,
     ) -> bool:
         """Apply one transition.  Any thread.  False if it is not allowed (already final),
         or if ``from_state`` is given and the handle is no longer in it.
 
-        For a final state, wake the waiters and run the callbacks in this thread.
+        For a final state, wake the waiters and run the callbacks in this thread, after
+        the lock; with ``defer``, the callbacks are appended to it instead, for the
+        caller to run with ``run_callbacks`` once it holds nothing a callback could want
+        (a shutdown runs them once its report is made).
         """
         with self.lock:
             old = handle._state
@@ -540,8 +555,11 @@ class Ledger:
             event.set()
         for wake in waiters or ():
             wake()
-        for fn in callbacks or ():
-            _run_callback(handle, fn)
+        if defer is not None:
+            defer.extend((handle, fn) for fn in callbacks or ())
+        else:
+            for fn in callbacks or ():
+                _run_callback(handle, fn)
         if drained:
             self.drained.set()
         if empty:

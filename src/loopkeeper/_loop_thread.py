@@ -69,7 +69,7 @@ class LoopThread(Generic[Item]):
         self._loop_factory = loop_factory
         self._dispatch = dispatch  # loop thread only: handles one drained batch
         self._on_started = on_started  # loop thread, once, before the first dispatch
-        self._start_lock = threading.Lock()  # serialises start(); held while it waits
+        self._start_lock = threading.Lock()  # guards _thread: which start() creates it
         self._thread: threading.Thread | None = None  # set once, under _start_lock
         self._ready = threading.Event()  # set once the loop runs, or could not start
         # True once the loop runs and accepts posts: the lock-free fast path of start().
@@ -103,29 +103,36 @@ class LoopThread(Generic[Item]):
         return threading.get_ident() == self.ident
 
     def start(self) -> asyncio.AbstractEventLoop:
-        """Start the thread if needed and return its running loop.  Any thread; idempotent.
+        """Start the thread if needed and return its loop, ready for posts.  Any thread;
+        idempotent.
+
+        The lock only decides which caller creates the thread; everyone waits for
+        readiness outside it.  The loop thread marks itself ready before it runs any code
+        a user can reach (a log handler on ``runner_started`` may submit), so nothing
+        it runs ever waits for this.
 
         Raises:
             RuntimeError: the thread could not start, or ``loop_factory`` failed (chained).
         """
+        created = False
         with self._start_lock:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 thread.start()
                 self._thread = thread
-                self._ready.wait()
-                if self._start_error is None and self._watchdog_threshold is not None:
-                    threading.Thread(
-                        target=self._watch, name=f"{self._name}-watchdog", daemon=True
-                    ).start()
-            if self._start_error is not None:
-                raise RuntimeError(
-                    f"the loop thread {self._name!r} could not start its event loop"
-                ) from self._start_error
-            if not self._thread.is_alive() and self._stop_requested is False:
-                raise RuntimeError(f"the loop thread {self._name!r} has died unexpectedly")
-            assert self.loop is not None
-            return self.loop
+                created = True
+            thread = self._thread
+        self._ready.wait()
+        if self._start_error is not None:
+            raise RuntimeError(
+                f"the loop thread {self._name!r} could not start its event loop"
+            ) from self._start_error
+        if created and self._watchdog_threshold is not None:
+            threading.Thread(target=self._watch, name=f"{self._name}-watchdog", daemon=True).start()
+        if not thread.is_alive() and self._stop_requested is False:
+            raise RuntimeError(f"the loop thread {self._name!r} has died unexpectedly")
+        assert self.loop is not None
+        return self.loop
 
     def post(self, item: Item) -> None:
         """Hand ``item`` to the loop thread's dispatcher.  Any thread."""
@@ -164,7 +171,12 @@ class LoopThread(Generic[Item]):
             loop.call_soon_threadsafe(callback, *args)
 
     def request_stop(self) -> None:
-        """Ask the loop to stop once it gets to it.  Any thread; idempotent."""
+        """Ask the loop to stop once it gets to it.  Any thread; idempotent.
+
+        Works before the loop exists too (a shutdown racing the first submit): the flag
+        is written before ``loop`` is read here, and the loop thread publishes ``loop``
+        before it reads the flag, so one of the two schedules the stop.
+        """
         if self._stop_requested:
             return
         self._stop_requested = True
@@ -239,7 +251,8 @@ class LoopThread(Generic[Item]):
         self._dispatch(batch)
 
     def _mark_ready(self) -> None:
-        """Loop thread only, once: the loop runs; ``start()`` and ``submit()`` may go on."""
+        """Loop thread only, once, before the loop runs: posts are accepted from now on
+        (they run after ``on_started``); ``start()`` and ``submit()`` may go on."""
         self.ready = True
         self._ready.set()
 
@@ -306,8 +319,12 @@ class LoopThread(Generic[Item]):
         self._open_wake_fd(loop)
         self.loop = loop
         self.ident = threading.get_ident()
+        # Ready before the first callback runs: _on_started logs, and a log handler that
+        # submits must find the loop accepting posts (they run after _on_started).
+        self._mark_ready()
         loop.call_soon(self._on_started)
-        loop.call_soon(self._mark_ready)
+        if self._stop_requested:  # asked before self.loop was set: call_soon could not
+            loop.call_soon(self._stop_on_loop)
         self.last_beat = time.monotonic()
         loop.call_soon(self._heartbeat, loop.time())
         try:

@@ -52,6 +52,7 @@ from ._handles import (
     PENDING_SLOT,
     RUNNING,
     SUCCEEDED,
+    Callback,
     Ledger,
     RunnerStats,
     ShutdownReport,
@@ -59,6 +60,7 @@ from ._handles import (
     TaskInfo,
     ThreadInfo,
     cancel_handle,
+    run_callbacks,
 )
 from ._loop_thread import LoopThread
 from ._threads import (
@@ -221,8 +223,11 @@ class Runner:
         self._escaped: dict[int, BaseException] = {}
         self._active = 0  # loop thread only: tasks holding a concurrency slot
         self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
-        self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
-        self._report: ShutdownReport | None = None  # set once, under _shutdown_lock
+        # Guards the two fields below; held only to read or write them, never while a
+        # shutdown waits, logs or runs a callback.  Notified when either changes.
+        self._shutdown_changed = threading.Condition(threading.Lock())
+        self._shutting_down: threading.Thread | None = None  # the thread running _shutdown
+        self._report: ShutdownReport | None = None  # set once
         self._stop_when_drained = False  # set once by shutdown; read by _maybe_stop
         # Abandoned by shutdown(cancel_remaining=False) and still running: kept alive here,
         # and the loop stops once the last of them ends.  Loop thread only, once shutdown
@@ -400,7 +405,10 @@ class Runner:
             with _LIVE_LOCK:
                 _LIVE.pop(self, None)
             raise
-        self._maybe_stop()  # a shutdown that raced with this start
+        if self._stop_when_drained:  # a shutdown raced with this start: stop what started
+            with _LIVE_LOCK:
+                _LIVE.pop(self, None)
+            self._maybe_stop()
 
     def stats(self) -> RunnerStats:
         """A consistent snapshot of the counters.  Any thread.
@@ -432,9 +440,13 @@ class Runner:
         ``cancel_remaining=False`` nothing is cancelled: what is unfinished at the
         deadline is reported ``ABANDONED`` at once and left running until the process
         ends.  Returns within ``timeout + GRACE`` even if the loop thread is blocked.
-        Idempotent: later calls (from any thread) return the first call's report.
-        Called from a sync task of this runner (a worker thread), it does not wait for
-        that task itself.
+        Idempotent: later calls (from any thread, a done callback included) return the
+        first call's report; a call made while the first one runs waits for its report,
+        except from code that the first call itself runs on its own thread before the
+        report exists (a log handler of its ``shutdown_started`` line), which cannot wait
+        for itself and raises ``RuntimeError``.  The done callbacks of tasks the shutdown
+        cancels or abandons itself run once its report exists.  Called from a sync task
+        of this runner (a worker thread), it does not wait for that task itself.
 
         Args:
             timeout: seconds to wait for unfinished tasks (None: ``shutdown_timeout``).
@@ -442,12 +454,16 @@ class Runner:
 
         Raises:
             TypeError, ValueError: bad ``timeout``; nothing changed.
-            RuntimeError: called on the runner's own loop thread (it cannot wait for
-                itself: ``await runner.ashutdown()`` there, or call from another thread),
-                or in a forked child.
+            RuntimeError: called on the runner's own loop thread before a report exists
+                (it cannot wait for itself: ``await runner.ashutdown()`` there, or call
+                from another thread), from the shutdown's own thread as above, or in a
+                forked child.
         """
         seconds = self._check_shutdown_call(timeout)
         if self._loop_thread.is_current():
+            report = self._report
+            if report is not None:
+                return report
             raise RuntimeError(
                 f"runner {self.name!r}: shutdown() cannot block the runner's own loop thread, "
                 "which the drain needs; use 'await runner.ashutdown()' in a task, or call "
@@ -510,12 +526,17 @@ class Runner:
     def _on_loop_thread(self) -> bool:
         return self._loop_thread.is_current()
 
-    def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool:
-        """Any thread.  Cancel a pending task at once; ask a running one to stop."""
+    def _cancel(
+        self, handle: TaskHandle[Any], msg: str | None, defer: list[Callback] | None = None
+    ) -> bool:
+        """Any thread.  Cancel a pending task at once; ask a running one to stop.
+
+        ``defer``: see ``Ledger.move``.
+        """
         handle._cancelling = True
         if handle._state is PENDING:
             func = handle._func
-            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
+            if self._ledger.move(handle, CANCELLED, from_state=PENDING, defer=defer):
                 close_if_coroutine(func)
                 self._log_cancelled(handle)
                 return True
@@ -570,8 +591,9 @@ class Runner:
         return None
 
     def _on_loop_started(self) -> None:
-        """Loop thread only, once.  Start the threads that work during exit may need."""
-        _logging.log(_logging.INFO, "runner_started", runner=self.name)
+        """Loop thread only, once, before any task.  Make the pool the loop's default
+        executor, start the threads that work during exit may need, then log
+        ``runner_started`` (last: a handler may submit, and its task needs the rest)."""
         loop = self._loop_thread.loop
         assert loop is not None
         loop.set_default_executor(TrackedExecutor(self._pool))
@@ -585,6 +607,7 @@ class Runner:
             _logging.log(_logging.WARNING, "worker_start_failed", runner=self.name, exc_info=exc)
         if THREADS_REFUSED_AT_EXIT:
             prestart_asgiref_thread()
+        _logging.log(_logging.INFO, "runner_started", runner=self.name)
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Start the accepted tasks of one batch, or queue them for a slot."""
@@ -804,23 +827,42 @@ class Runner:
     ) -> ShutdownReport:
         """Any thread but the loop's.  The one shutdown; later calls get its report.
 
+        No lock is held while it waits, logs or runs user code.  A call while another
+        runs waits for that one's report (see ``shutdown()`` for the one that cannot).
+        The done callbacks of the tasks it settles on this thread are set aside and run
+        once the report exists, so a callback's own ``shutdown()`` returns it.
+
         A ``KeyboardInterrupt`` (a second Ctrl-C) at any step skips to the report: what
         is unfinished is abandoned, the report is made and logged, then the interrupt is
         raised again.
         """
-        with self._shutdown_lock:
+        me = threading.current_thread()
+        with self._shutdown_changed:
+            while self._report is None and self._shutting_down is not None:
+                if self._shutting_down is me:
+                    raise RuntimeError(
+                        f"runner {self.name!r}: shutdown() was called from code that this "
+                        "runner's shutdown runs on its own thread (a log handler) before its "
+                        "report exists; it cannot wait for itself: call it from another "
+                        "thread, or use the report the first shutdown() returns"
+                    )
+                self._shutdown_changed.wait()
             if self._report is not None:
                 return self._report
-            begun = time.monotonic()
-            waited: list[TaskHandle[Any]] = []
-            interrupted = False
+            self._shutting_down = me
+        begun = time.monotonic()
+        waited: list[TaskHandle[Any]] = []
+        callbacks: list[Callback] = []  # of the tasks settled here: run after the report
+        interrupted = False
+        report: ShutdownReport | None = None
+        try:
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
-                self._drain(waited, begun + timeout, cancel_remaining, exempt)
+                self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks)
             except KeyboardInterrupt:
                 interrupted = True
-            abandoned = self._abandon(waited)
-            self._report = report = ShutdownReport(
+            abandoned = self._abandon(waited, callbacks)
+            report = ShutdownReport(
                 completed=sum(
                     1
                     for h in waited
@@ -831,17 +873,23 @@ class Runner:
                 duration=time.monotonic() - begun,
                 threads=self._pool.infos(exempt),
             )
-            try:
-                self._log_report(report)
-                if cancel_remaining or not abandoned:
-                    self._stop(begun + timeout + GRACE, join=not exempt)
-                else:  # left running: keep them referenced; stop once they have ended
-                    self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
-            except KeyboardInterrupt:
-                interrupted = True
-            if interrupted:
-                raise KeyboardInterrupt
-            return report
+        finally:
+            with self._shutdown_changed:
+                self._report = report  # None if it failed: a later call tries again
+                self._shutting_down = None
+                self._shutdown_changed.notify_all()
+        try:
+            self._log_report(report, after_manifest=bool(waited))
+            if cancel_remaining or not abandoned:
+                self._stop(begun + timeout + GRACE, join=not exempt)
+            else:  # left running: keep them referenced; stop once they have ended
+                self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
+        except KeyboardInterrupt:
+            interrupted = True
+        run_callbacks(callbacks)
+        if interrupted:
+            raise KeyboardInterrupt
+        return report
 
     def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Track the abandoned tasks still running; stop if none is."""
@@ -857,8 +905,12 @@ class Runner:
         deadline: float,
         cancel_remaining: bool,
         exempt: frozenset[int],
+        callbacks: list[Callback],
     ) -> None:
-        """Log the manifest, wait for tasks and threads, then cancel and give them grace."""
+        """Log the manifest, wait for tasks and threads, then cancel and give them grace.
+
+        The done callbacks of tasks cancelled here (pending ones) go to ``callbacks``.
+        """
         if waited:
             _logging.log(
                 _logging.WARNING,
@@ -874,7 +926,8 @@ class Runner:
             return
         for handle in waited:
             handle._by_shutdown = True
-            handle.cancel("loopkeeper: shutdown")
+            if not handle.done():
+                self._cancel(handle, "loopkeeper: shutdown", callbacks)
         pool.cancel_all(exempt)
         deadline = time.monotonic() + GRACE
         if _wait_event(ledger.drained, deadline):
@@ -890,16 +943,19 @@ class Runner:
         if join:
             self._loop_thread.join(min(GRACE, max(0.0, deadline - time.monotonic())))
 
-    def _abandon(self, waited: list[TaskHandle[Any]]) -> tuple[TaskInfo, ...]:
-        """Mark what is still unfinished ABANDONED, and describe it."""
+    def _abandon(
+        self, waited: list[TaskHandle[Any]], callbacks: list[Callback]
+    ) -> tuple[TaskInfo, ...]:
+        """Mark what is still unfinished ABANDONED, and describe it.  The done callbacks
+        go to ``callbacks``."""
         now = time.monotonic()
         infos = []
         for handle in waited:
             thread = handle._thread_name
             func = handle._func
-            if self._ledger.move(handle, ABANDONED, from_state=PENDING):
+            if self._ledger.move(handle, ABANDONED, from_state=PENDING, defer=callbacks):
                 close_if_coroutine(func)  # a pending coroutine that will never run
-            elif not self._ledger.move(handle, ABANDONED):
+            elif not self._ledger.move(handle, ABANDONED, defer=callbacks):
                 continue  # it finished meanwhile
             infos.append(
                 TaskInfo(
@@ -912,10 +968,16 @@ class Runner:
             )
         return tuple(infos)
 
-    def _log_report(self, report: ShutdownReport) -> None:
+    def _log_report(self, report: ShutdownReport, *, after_manifest: bool) -> None:
+        """``shutdown_completed`` or ``shutdown_incomplete``.
+
+        After a ``shutdown_started`` warning, a clean outcome is a warning too: where only
+        warnings show (Python's default logging), the manifest's "unfinished=N" must not
+        be the last word about work that did finish.
+        """
         if report.clean:
             _logging.log(
-                _logging.INFO,
+                _logging.WARNING if after_manifest else _logging.INFO,
                 "shutdown_completed",
                 runner=self.name,
                 completed=report.completed,
