@@ -1071,3 +1071,156 @@ def test_exit_drain_runs_a_callback_that_calls_shutdown_and_the_process_exits(
     assert "<ShutdownReport clean=False" in callback[0]
     assert "1 'blocked'" in callback[0]
     _assert_no_exit_noise(stderr)
+
+
+# -- fork: what the child inherits ----------------------------------------------------------
+
+# Waits for the forked child with a deadline, so a child that hangs fails the test instead
+# of the test run; the child reports through its stdout (the same pipe as the parent's).
+WAIT_FOR_CHILD: Final = """
+import signal
+import time
+
+
+def wait_for_child(pid):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    print(json.dumps({"child": "hung"}), flush=True)
+    return None
+"""
+
+
+@needs_fork
+@pytest.mark.parametrize(
+    "fork",
+    [
+        pytest.param(OS_FORK, id="os.fork"),
+        pytest.param(
+            RAW_FORK,
+            id="fork-without-at-fork-hooks",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="C fork() via ctypes"),
+        ),
+    ],
+)
+def test_thread_sensitive_sync_to_async_works_in_a_forked_child(tmp_path: Path, fork: str) -> None:
+    """The parent ran asgiref's thread-sensitive ``sync_to_async`` in a task (so asgiref's
+    process-wide thread exists there), then forks, with or without at-fork hooks (a gunicorn
+    ``--preload`` master, uWSGI): in the child, a task's ``sync_to_async(func)`` runs."""
+    pytest.importorskip("asgiref")
+    script = _script(
+        tmp_path,
+        """
+        import json
+        import os
+        import sys
+        import warnings
+
+        from asgiref.sync import sync_to_async
+
+        import loopkeeper
+        """,
+        fork,
+        WAIT_FOR_CHILD,
+        """
+        def where():
+            return "ran"
+
+
+        async def via_sync_to_async():
+            return await sync_to_async(where)()
+
+
+        assert loopkeeper.submit(via_sync_to_async).result(timeout=10) == "ran"
+        sys.stdout.flush()
+        pid = fork()
+        if pid == 0:
+            try:
+                outcome = loopkeeper.submit(via_sync_to_async).result(timeout=10)
+            except BaseException as exc:
+                outcome = repr(exc)
+            os.write(1, (json.dumps({"child": outcome}) + "\\n").encode())
+            os._exit(0)
+        wait_for_child(pid)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"child": "ran"}, result.stdout
+
+
+@needs_fork
+def test_add_done_callback_in_a_forked_child_never_takes_the_parents_lock(
+    tmp_path: Path,
+) -> None:
+    """In a forked child, ``add_done_callback`` on a parent's handle touches no lock of the
+    parent's runner (another parent thread held it at the fork): on a finished handle the
+    callback runs at once, on an unfinished one it raises ``RuntimeError`` (its outcome
+    cannot be known there), as ``result()`` does."""
+    script = _script(
+        tmp_path,
+        """
+        import asyncio
+        import json
+        import os
+        import sys
+        import threading
+        import warnings
+
+        import loopkeeper
+        """,
+        OS_FORK,
+        WAIT_FOR_CHILD,
+        """
+        runner = loopkeeper.Runner(name="parent-runner")
+        finished = runner.submit(asyncio.sleep, 0, "done")
+        assert finished.result(timeout=10) == "done"
+        unfinished = runner.submit(asyncio.Event().wait)
+        held = threading.Event()
+        release = threading.Event()
+
+
+        def hold_the_ledger_lock():
+            with runner._ledger.lock:
+                held.set()
+                release.wait(30)
+
+
+        holder = threading.Thread(target=hold_the_ledger_lock)
+        holder.start()
+        assert held.wait(10)
+        sys.stdout.flush()
+        pid = fork()
+        if pid == 0:
+            seen = {}
+            finished.add_done_callback(lambda h: seen.update(finished=h.result()))
+            try:
+                unfinished.add_done_callback(lambda h: None)
+            except RuntimeError as exc:
+                seen["unfinished"] = "RuntimeError: " + str(exc)
+            else:
+                seen["unfinished"] = "accepted"
+            os.write(1, (json.dumps({"child": seen}) + "\\n").encode())
+            os._exit(0)
+        wait_for_child(pid)
+        release.set()
+        holder.join(10)
+        unfinished.cancel()
+        runner.shutdown(timeout=10)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])["child"]
+    assert seen["finished"] == "done", result.stdout
+    assert seen["unfinished"].startswith("RuntimeError: "), seen
+    assert "forked child" in seen["unfinished"]

@@ -31,6 +31,7 @@ from typing_extensions import TypeVarTuple, Unpack
 from . import _logging
 from ._handles import ShutdownReport, TaskHandle, cancel_handle
 from ._runner import Runner, live_runners
+from ._threads import reset_asgiref_in_child
 
 __all__ = ("cancel", "configure", "get_runner", "shutdown", "submit")
 
@@ -62,6 +63,8 @@ def _current() -> _Default:
 
 def _reset_in_child() -> _Default:
     global _state  # noqa: PLW0603  the one piece of process-global state
+    if _state.pid != os.getpid():  # a fork that ran no at-fork hook: do their work here
+        reset_asgiref_in_child()
     options = _state.options
     _state = _Default()
     _state.options = dict(options)

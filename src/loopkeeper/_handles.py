@@ -343,7 +343,16 @@ class TaskHandle(Generic[T_co]):
         It runs in the thread that settles the task (the loop thread for tasks that
         ran), or at once in the caller's thread if the task is already done.  What it
         raises is logged (``callback_failed``), never propagated.
+
+        Raises:
+            RuntimeError: in a forked child, for a parent's task that is not done (its
+                outcome cannot be known there).
         """
+        if self._owner._pid != os.getpid():  # never the parent's lock: held at the fork?
+            if not self.done():
+                self._check_process()  # raises
+            _run_callback(self, fn)
+            return
         with self._owner._ledger.lock:
             if not self.done():
                 if self._callbacks is None:

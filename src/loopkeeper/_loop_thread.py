@@ -76,7 +76,9 @@ class LoopThread(Generic[Item]):
         self.ready = False
         self._start_error: BaseException | None = None  # set by the loop thread before _ready
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
-        self.ident: int | None = None  # the loop thread's ident, set before _ready
+        # The loop thread itself, set before _ready: compared by identity, never by ident
+        # (a new thread often gets the ident of one that ended).
+        self._running_thread: threading.Thread | None = None
         self._inbox_lock = threading.Lock()  # guards the four fields below
         self._inbox: list[Item] = []
         self._drain_scheduled = False
@@ -99,8 +101,9 @@ class LoopThread(Generic[Item]):
         return self._thread is not None
 
     def is_current(self) -> bool:
-        """True when called on this loop's own thread."""
-        return threading.get_ident() == self.ident
+        """True when called on this loop's own thread (even after it ended: never for a
+        new thread that reuses its ident)."""
+        return threading.current_thread() is self._running_thread
 
     def start(self) -> asyncio.AbstractEventLoop:
         """Start the thread if needed and return its loop, ready for posts.  Any thread;
@@ -295,7 +298,13 @@ class LoopThread(Generic[Item]):
                 incident = None
 
     def _report_blocked(self, blocked_for: float) -> None:
-        frame = sys._current_frames().get(self.ident or 0)
+        thread = self._running_thread
+        # By ident, as sys._current_frames() keys them: only while that thread lives.
+        frame = (
+            sys._current_frames().get(thread.ident or 0)
+            if thread is not None and thread.is_alive()
+            else None
+        )
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
         blocker = self._describe_blocker()
         _logging.log(
@@ -318,7 +327,7 @@ class LoopThread(Generic[Item]):
         asyncio.set_event_loop(loop)
         self._open_wake_fd(loop)
         self.loop = loop
-        self.ident = threading.get_ident()
+        self._running_thread = threading.current_thread()
         # Ready before the first callback runs: _on_started logs, and a log handler that
         # submits must find the loop accepting posts (they run after _on_started).
         self._mark_ready()

@@ -219,8 +219,9 @@ class Runner:
         )
         self._pool = WorkerPool(self.name, self.max_threads)
         self._on_task_done = self._settle_task  # one bound method, not one per task
-        # A task's SystemExit/KeyboardInterrupt, by id, until the loop thread claims it.
-        self._escaped: dict[int, BaseException] = {}
+        # A task's SystemExit/KeyboardInterrupt until the loop thread claims it, found by
+        # identity (never by id(): the ids of freed objects are reused).  Loop thread only.
+        self._escaped: list[BaseException] = []
         self._active = 0  # loop thread only: tasks holding a concurrency slot
         self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
         # Guards the two fields below; held only to read or write them, never while a
@@ -710,13 +711,17 @@ class Runner:
                 self._settle_succeeded_on_loop(handle, task.result())
             else:
                 if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                    self._escaped[id(exc)] = exc
+                    self._escaped.append(exc)
                 self._settle_failed_on_loop(handle, exc)
         self._finish_on_loop(handle)
 
     def _claim_escape(self, exc: BaseException) -> bool:
         """Loop thread only.  True if ``exc`` left ``run_forever`` from a settled task."""
-        return self._escaped.pop(id(exc), None) is exc
+        for index, escaped in enumerate(self._escaped):
+            if escaped is exc:
+                del self._escaped[index]
+                return True
+        return False
 
     def _finish_on_loop(self, handle: TaskHandle[Any]) -> None:
         """Loop thread only.  The task is settled: drop its timer, free its slot."""
@@ -925,8 +930,10 @@ class Runner:
         if not cancel_remaining:
             return
         for handle in waited:
-            handle._by_shutdown = True
-            if not handle.done():
+            # Only what the shutdown cancels counts as cancelled by it: not a task that
+            # finished meanwhile, nor one its user cancelled first.
+            if not handle.done() and not handle._cancelling:
+                handle._by_shutdown = True
                 self._cancel(handle, "loopkeeper: shutdown", callbacks)
         pool.cancel_all(exempt)
         deadline = time.monotonic() + GRACE

@@ -1,0 +1,146 @@
+"""Races between threads: the first submit against a shutdown, reused thread idents, a
+submit whose loop closes under it, and the counters read while all of that happens."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import loopkeeper
+from loopkeeper import Runner, TaskState
+
+WaitUntil = Callable[..., None]
+WAIT = 10.0
+
+
+def _threads_named(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
+
+
+# -- defect 3: the first submit racing shutdown --------------------------------------------
+
+
+def test_a_first_submit_racing_shutdown_leaves_no_loop_thread_running(
+    wait_until: WaitUntil,
+) -> None:
+    """A runner's first ``submit()`` and its ``shutdown()`` start together, many times over,
+    the shutdown after a seeded delay of 0-500 µs that spreads it across the submit's start
+    of the loop thread: whichever wins, once both have returned the loop thread ends (a stop
+    requested before the loop existed still stops it)."""
+    delays = random.Random(3)
+    for trial in range(60):
+        name = f"first-race-{trial}"
+        runner = Runner(name=name, watchdog_threshold=None)
+        go = threading.Barrier(2)
+
+        def submit(runner: Runner = runner, go: threading.Barrier = go) -> None:
+            go.wait(WAIT)
+            with contextlib.suppress(loopkeeper.RunnerClosedError):  # the shutdown came first
+                runner.submit(asyncio.sleep, 0)
+
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        go.wait(WAIT)
+        threading.Event().wait(delays.uniform(0, 0.0005))
+        report = runner.shutdown(timeout=WAIT)
+        submitter.join(WAIT)
+        assert not submitter.is_alive()
+        assert report.clean, report
+        wait_until(lambda name=name: not _threads_named(name), what=f"{name}'s loop thread to end")
+
+
+# -- defect 4: thread idents are reused -----------------------------------------------------
+
+
+def test_a_new_thread_with_the_ended_loop_threads_ident_is_not_the_loop_thread() -> None:
+    """Once a runner's loop thread has ended, a new thread often gets its ident (Linux
+    reuses them); that thread is not the loop thread: its ``shutdown()`` returns the
+    report instead of refusing to "block the runner's own loop thread"."""
+    runner = Runner(name="ident-reuse", watchdog_threshold=None)
+    runner.submit(asyncio.sleep, 0).result(WAIT)
+    (loop_thread,) = _threads_named("ident-reuse")
+    report = runner.shutdown(timeout=WAIT)
+    loop_thread.join(WAIT)
+    assert not loop_thread.is_alive()
+    for worker in [t for t in threading.enumerate() if t.name.startswith("ident-reuse-")]:
+        worker.join(WAIT)  # the idle worker exits too once the pool is closed
+
+    seen: list[tuple[int | None, object, bool]] = []
+
+    def probe() -> None:
+        try:
+            outcome: object = runner.shutdown(timeout=WAIT)
+        except RuntimeError as exc:
+            outcome = exc
+        seen.append((threading.get_ident(), outcome, runner._loop_thread.is_current()))
+
+    for _ in range(50):
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join(WAIT)
+        if seen[-1][0] == loop_thread.ident:
+            break
+    else:
+        pytest.skip("no new thread reused the loop thread's ident on this platform")
+    _, outcome, is_current = seen[-1]
+    assert outcome is report
+    assert is_current is False
+    assert all(o is report for _, o, _ in seen)
+
+
+# -- defect 7: the report counts only what the shutdown cancelled ---------------------------
+
+
+class _Seen(logging.Handler):
+    """Sets ``seen`` when a record with the given ``event`` field is emitted."""
+
+    def __init__(self, event: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.wanted = event
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == self.wanted:
+            self.seen.set()
+
+
+@pytest.fixture
+def manifest_seen() -> Iterator[_Seen]:
+    handler = _Seen("shutdown_started")
+    logger = logging.getLogger("loopkeeper")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_a_task_its_user_cancels_during_the_drain_is_not_counted_as_cancelled_by_it(
+    manifest_seen: _Seen,
+) -> None:
+    """During a drain, the user cancels one of two unfinished tasks; at the deadline the
+    shutdown cancels the other.  ``ShutdownReport.cancelled`` is 1 (the one it cancelled);
+    the one the user cancelled ended on its own during the drain: ``completed``."""
+    runner = Runner(name="user-cancel-in-drain")
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    by_user = runner.submit(forever, name="by-user")
+    by_shutdown = runner.submit(forever, name="by-shutdown")
+    outcome: list[loopkeeper.ShutdownReport] = []
+    closing = threading.Thread(target=lambda: outcome.append(runner.shutdown(timeout=1.0)))
+    closing.start()
+    assert manifest_seen.seen.wait(WAIT)
+    by_user.cancel()
+    with pytest.raises(concurrent.futures.CancelledError):
+        by_user.result(WAIT)
+    closing.join(WAIT)
+    (report,) = outcome
+    assert by_shutdown.state is TaskState.CANCELLED
+    assert (report.cancelled, report.completed, report.abandoned) == (1, 1, ())
