@@ -46,6 +46,7 @@ PUBLIC_NAMES: Final = (
     "TaskTimeoutError",
     "ThreadInfo",
     "cancel",
+    "carry",
     "check_cancelled",
     "configure",
     "get_runner",

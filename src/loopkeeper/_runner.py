@@ -43,6 +43,7 @@ from typing import Any, Final, TypeVar, final, overload
 from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import _logging
+from ._carry import carried
 from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
 from ._handles import (
     ABANDONED,
@@ -60,7 +61,7 @@ from ._handles import (
     ThreadInfo,
     cancel_handle,
 )
-from ._hooks import Hooks, failure_hint, within_task
+from ._hooks import Hooks, capture, failure_hint, within_task
 from ._loop_thread import LoopThread
 from ._threads import (
     CARRIED,
@@ -342,9 +343,10 @@ class Runner:
             raise
         self._check_process(func)
         carry = None
-        if self.hooks is not None:
+        hooks, extra = self.hooks, carried()
+        if hooks is not None or extra is not None:
             try:
-                carry = self.hooks.capture()
+                carry = capture(extra, hooks)
             except BaseException:
                 close_if_coroutine(func)
                 raise
