@@ -67,6 +67,7 @@ def test_without_carry_a_task_sees_none_of_the_submitters_context(
     assert submit_in(request, runner, read).result(timeout=5) == "unset"
 
 
+@pytest.mark.usefixtures("unconfigured_structlog")  # capture_logs() leaves it configured
 def test_structlog_bound_context_follows_the_task(runner: loopkeeper.Runner) -> None:
     """With ``carry("structlog")`` a task's log lines carry the request's bound
     ``request_id``, in the coroutine and in its threads."""
