@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import random
 import threading
@@ -144,3 +145,75 @@ def test_a_task_its_user_cancels_during_the_drain_is_not_counted_as_cancelled_by
     (report,) = outcome
     assert by_shutdown.state is TaskState.CANCELLED
     assert (report.cancelled, report.completed, report.abandoned) == (1, 1, ())
+
+
+# -- defect 11: a submit whose loop closes under it -----------------------------------------
+
+
+class _ShutDownOnSubmitted(logging.Handler):
+    """On the first ``task_submitted`` line (logged in the submitting thread after the task
+    was counted, before it is posted to the loop), shuts the runner down from another
+    thread and waits until that shutdown has returned (and closed the loop)."""
+
+    def __init__(self, runner: Runner) -> None:
+        super().__init__(logging.DEBUG)
+        self.runner = runner
+        self.reports: list[loopkeeper.ShutdownReport] = []
+
+    def handle(self, record: logging.LogRecord) -> bool:  # no handler lock: none is needed
+        if getattr(record, "event", None) == "task_submitted" and not self.reports:
+            closing = threading.Thread(
+                target=lambda: self.reports.append(self.runner.shutdown(timeout=0))
+            )
+            closing.start()
+            closing.join(WAIT)
+        return True
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("loopkeeper")
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield logger
+    logger.setLevel(old_level)
+
+
+def test_a_submit_whose_loop_a_shutdown_closes_before_the_post_returns_its_settled_handle(
+    debug_logging: logging.Logger,
+) -> None:
+    """A shutdown takes a just-counted task in its manifest, cancels it and closes the loop
+    before the submitting thread posts it: ``submit()`` raises no bare ``RuntimeError``
+    ('Event loop is closed') but returns the handle, ``CANCELLED``, which the report counts
+    as cancelled; the counters add up."""
+    runner = Runner(name="post-after-close")
+    runner.start()
+    handler = _ShutDownOnSubmitted(runner)
+    debug_logging.addHandler(handler)
+    try:
+        handle = runner.submit(asyncio.sleep, 0, name="late")
+    finally:
+        debug_logging.removeHandler(handler)
+    (report,) = handler.reports
+    assert handle.state is TaskState.CANCELLED
+    assert report.cancelled == 1
+    stats = runner.stats()
+    assert (stats.submitted, stats.cancelled, stats.rejected) == (1, 1, 0)
+
+
+def test_a_submit_whose_loop_closed_without_a_shutdown_is_refused_and_not_counted() -> None:
+    """If the loop closed while the runner still accepts (its loop stopped by anything but
+    a shutdown), the task that cannot reach it is refused with ``RunnerClosedError`` and
+    counted as rejected, not submitted; its coroutine is closed."""
+    runner = Runner(name="loop-gone", watchdog_threshold=None)
+    runner.submit(asyncio.sleep, 0).result(WAIT)
+    (loop_thread,) = _threads_named("loop-gone")
+    runner._loop_thread.request_stop()  # what no public call does: the loop ends, open
+    loop_thread.join(WAIT)
+    coro = asyncio.sleep(0)
+    with pytest.raises(loopkeeper.RunnerClosedError):
+        runner.submit(coro)
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # never "never awaited"
+    stats = runner.stats()
+    assert (stats.submitted, stats.succeeded, stats.pending, stats.rejected) == (1, 1, 0, 1)
+    assert runner.shutdown(timeout=WAIT).clean

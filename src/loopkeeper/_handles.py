@@ -497,7 +497,8 @@ class Ledger:
     def __init__(self, on_settled_empty: Callable[[], None]) -> None:
         self.lock = threading.Lock()  # guards every field below, and handle state
         self.counts = [0] * len(TaskState)  # indexed by each state's _slot
-        self.submitted = 0
+        self.submitted = 0  # accepted ever, withdrawn ones included: the last task id
+        self.withdrawn = 0  # accepted, then refused after all (withdraw())
         self.rejected = 0
         self.unfinished: dict[int, TaskHandle[Any]] = {}
         self.closed = False
@@ -595,11 +596,30 @@ class Ledger:
             self._on_settled_empty()
         return True
 
+    def withdraw(self, handle: TaskHandle[Any]) -> bool:
+        """Undo the acceptance of a task that is still PENDING and never reached the loop:
+        it counts as rejected, not submitted.  Any thread.  False if it was settled."""
+        with self.lock:
+            if handle._state is not PENDING:
+                return False
+            self.counts[PENDING_SLOT] -= 1
+            self.withdrawn += 1  # its id is not reused: submitted stays the id counter
+            self.rejected += 1
+            del self.unfinished[handle.id]
+            drained = self.closed and self.unfinished.keys() <= self.exempt
+            empty = self.closed and not self.unfinished
+        handle._func = handle._args = None  # after the lock, as in move()
+        if drained:
+            self.drained.set()
+        if empty:
+            self._on_settled_empty()
+        return True
+
     def snapshot(self, threads: int, loop_lag: float) -> RunnerStats:
         with self.lock:
             c = dict(zip(TaskState, self.counts, strict=True))
             return RunnerStats(
-                submitted=self.submitted,
+                submitted=self.submitted - self.withdrawn,
                 pending=c[PENDING],
                 running=c[RUNNING],
                 succeeded=c[SUCCEEDED],

@@ -417,10 +417,15 @@ class Runner:
             return handle
         try:
             loop_thread.post(handle)
-        except RuntimeError:  # the loop closed under us: nothing accepted is lost silently
-            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
-                close_if_coroutine(func)
-            raise
+        except RuntimeError:  # asyncio's "Event loop is closed": the loop closed under us
+            # A shutdown closes the loop only once nothing it waits for is unfinished, so
+            # if one closed it, it took this task in its manifest and settled it (its
+            # report counts it): the handle says how it ended.  Anything else that closed
+            # the loop left the task PENDING: it is withdrawn, uncounted, and refused.
+            if not ledger.withdraw(handle):
+                return handle
+            close_if_coroutine(func)
+            raise RunnerClosedError(self.name) from None
         return handle
 
     def cancel(self, handle: TaskHandle[Any], msg: str | None = None) -> bool:
