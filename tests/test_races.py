@@ -10,6 +10,7 @@ import inspect
 import logging
 import random
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -216,4 +217,30 @@ def test_a_submit_whose_loop_closed_without_a_shutdown_is_refused_and_not_counte
     assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED  # never "never awaited"
     stats = runner.stats()
     assert (stats.submitted, stats.succeeded, stats.pending, stats.rejected) == (1, 1, 0, 1)
+    assert runner.shutdown(timeout=WAIT).clean
+
+
+# -- defect 10: cancelled while waiting for a slot --------------------------------------
+
+
+def test_tasks_cancelled_while_waiting_for_a_slot_are_not_kept() -> None:
+    """Under ``max_concurrency=1``, the task holding the slot submits and cancels 5,000
+    tasks (from the loop thread, so each is queued for the slot before it is cancelled;
+    ``max_pending=100`` never trips: each is final at once).  Once the loop has run the
+    callbacks scheduled meanwhile, no more than a bounded number of those handles are alive:
+    the queue for a slot drops cancelled ones instead of keeping them until a slot frees."""
+    runner = Runner(name="cancel-while-waiting", max_concurrency=1, max_pending=100)
+
+    async def submit_and_cancel() -> int:
+        alive: weakref.WeakSet[loopkeeper.TaskHandle[None]] = weakref.WeakSet()
+        for _ in range(5_000):
+            handle = runner.submit(asyncio.sleep, 0)
+            assert handle.cancel()
+            alive.add(handle)
+        del handle
+        await asyncio.sleep(0)  # the callbacks scheduled meanwhile run
+        return len(alive)
+
+    assert runner.submit(submit_and_cancel).result(WAIT) <= 100
+    assert runner.stats().cancelled == 5_000
     assert runner.shutdown(timeout=WAIT).clean

@@ -254,6 +254,7 @@ class Runner:
         self._escaped: list[BaseException] = []
         self._active = 0  # loop thread only: tasks holding a concurrency slot
         self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
+        self._cancelled_waiting = 0  # loop thread only: cancels since _waiting was pruned
         # Guards the two fields below; held only to read or write them, never while a
         # shutdown waits, logs or runs a callback.  Notified when either changes.
         self._shutdown_changed = threading.Condition(threading.Lock())
@@ -620,6 +621,8 @@ class Runner:
             if self._ledger.move(handle, CANCELLED, from_state=PENDING, defer=defer):
                 close_if_coroutine(func)
                 self._log_cancelled(handle)
+                if self.max_concurrency is not None:  # it may wait in the queue for a slot
+                    self._loop_thread.call_soon(self._forget_cancelled_on_loop)
                 return True
         if handle._state is RUNNING:
             self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
@@ -780,6 +783,15 @@ class Runner:
             handle = waiting.popleft()
             if handle._state is PENDING:
                 self._start_on_loop([handle])
+
+    def _forget_cancelled_on_loop(self) -> None:
+        """Loop thread only.  A pending task was cancelled, perhaps while it waited for a
+        slot: drop such tasks from the queue once they may be half of it, so cancelled
+        handles are not kept until a slot frees (amortised O(1) per cancel)."""
+        self._cancelled_waiting += 1
+        if self._cancelled_waiting * 2 > len(self._waiting):
+            self._waiting = deque(h for h in self._waiting if h._state is PENDING)
+            self._cancelled_waiting = 0
 
     def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
         """Loop thread only."""
