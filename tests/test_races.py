@@ -244,3 +244,71 @@ def test_tasks_cancelled_while_waiting_for_a_slot_are_not_kept() -> None:
     assert runner.submit(submit_and_cancel).result(WAIT) <= 100
     assert runner.stats().cancelled == 5_000
     assert runner.shutdown(timeout=WAIT).clean
+
+
+# -- defect 8: a sync task waiting for a worker -----------------------------------------
+
+
+def test_a_sync_task_waiting_for_a_worker_is_pending_and_its_timeout_waits_too() -> None:
+    """With ``max_threads=1`` and the one worker busy, a second sync task is ``PENDING``
+    (its code has not started) and its ``timeout=0`` does not count yet: the loop runs
+    other tasks meanwhile and it stays pending; once the worker is free its code runs, and
+    only then does the timeout fail it."""
+    runner = Runner(name="wait-for-worker", max_threads=1)
+    gate = threading.Event()
+    holding = threading.Event()
+    ran = threading.Event()
+
+    def hold_the_worker() -> None:
+        holding.set()
+        gate.wait(WAIT)
+
+    try:
+        holder = runner.submit(hold_the_worker, name="holder")
+        assert holding.wait(WAIT)
+        queued = runner.submit(ran.set, name="queued", timeout=0)
+        # Later tasks on the loop: a zero timeout that counted would have fired by now.
+        for _ in range(3):
+            assert runner.submit(asyncio.sleep, 0, "probe").result(WAIT) == "probe"
+        assert queued.state is TaskState.PENDING
+        stats = runner.stats()
+        assert (stats.pending, stats.running) == (1, 1)
+        assert not ran.is_set()
+    finally:
+        gate.set()
+    assert holder.result(WAIT) is None
+    assert ran.wait(WAIT), "the queued task never ran: it failed before its code started"
+    with contextlib.suppress(loopkeeper.TaskTimeoutError):  # its timeout counts from here
+        queued.result(WAIT)
+    assert runner.shutdown(timeout=WAIT).clean
+
+
+def test_a_sync_task_cancelled_while_waiting_for_a_worker_frees_its_slot_at_once() -> None:
+    """Cancelled while it waits for a worker, a sync task is ``CANCELLED`` at once, never
+    runs, and gives its ``max_concurrency`` slot to the next task without waiting for the
+    busy worker."""
+    runner = Runner(name="cancel-waiting-for-worker", max_threads=1, max_concurrency=3)
+    gate = threading.Event()
+    holding = threading.Event()
+    ran = threading.Event()
+
+    def hold_the_worker() -> None:
+        holding.set()
+        gate.wait(WAIT)
+
+    try:
+        runner.submit(hold_the_worker, name="holder")  # slot 1, the one worker
+        assert holding.wait(WAIT)
+        queued = runner.submit(ran.set, name="queued")  # slot 2, waits for the worker
+        # Slot 3: once this ran, the batch before it reached the loop, so `queued` waits
+        # for the worker, not in the inbox.
+        assert runner.submit(asyncio.sleep, 0, "probe").result(WAIT) == "probe"
+        assert queued.cancel()
+        assert queued.state is TaskState.CANCELLED
+        sleeper = runner.submit(asyncio.sleep, WAIT, name="sleeper")  # slot 3 again
+        assert runner.submit(asyncio.sleep, 0, "next").result(WAIT) == "next"  # slot 2
+        sleeper.cancel()
+    finally:
+        gate.set()
+    assert runner.shutdown(timeout=WAIT).clean
+    assert not ran.is_set()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, 
 
 from . import _logging
 from ._errors import TaskAbandonedError
-from ._validation import check_optional_seconds, wait_seconds
+from ._validation import SYNC, check_optional_seconds, wait_seconds
 from ._waiters import Wake, wait_until_woken
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ T_co = TypeVar("T_co", covariant=True)
 class TaskState(enum.Enum):
     """Where a task is in its life.  The last four are final."""
 
-    PENDING = "pending"  #: accepted, not yet running (queued, or waiting for a slot)
+    PENDING = "pending"  #: accepted, not yet running (queued, waiting for a slot or a worker)
     RUNNING = "running"  #: its code has started
     SUCCEEDED = "succeeded"  #: returned a value
     FAILED = "failed"  #: raised (anything, SystemExit included), or its timeout expired
@@ -523,24 +523,41 @@ class Ledger:
     def start(
         self, handles: list[TaskHandle[Any]]
     ) -> list[tuple[TaskHandle[Any], Any, tuple[Any, ...] | None]]:
-        """PENDING -> RUNNING for each handle still pending, under one lock.  Any thread.
+        """Start each handle still pending, under one lock.  Any thread.
 
-        Returns ``(handle, func, args)`` for each handle it moved, in order: a batch from
-        the inbox costs one lock, not one per task.  The function and arguments leave the
-        handle in the same step, so the caller owns them even if a shutdown abandons the
-        task the next instant (``move`` then finds nothing to release).
+        PENDING -> RUNNING, except for a sync task: it stays PENDING until a worker thread
+        takes its job (``begin``), because RUNNING means its code has started.
+
+        Returns ``(handle, func, args)`` for each handle it started, in order: a batch
+        from the inbox costs one lock, not one per task.  The function and arguments
+        leave the handle in the same step, so the caller owns them even if a shutdown
+        abandons the task the next instant (``move`` then finds nothing to release).
         """
         started = []
+        running = 0
         with self.lock:
             for handle in handles:
                 if handle._state is PENDING:
-                    handle._state = RUNNING
+                    if handle._kind is not SYNC:
+                        handle._state = RUNNING
+                        running += 1
                     started.append((handle, handle._func, handle._args))
                     handle._func = handle._args = None
             counts = self.counts
-            counts[PENDING_SLOT] -= len(started)
-            counts[RUNNING_SLOT] += len(started)
+            counts[PENDING_SLOT] -= running
+            counts[RUNNING_SLOT] += running
         return started
+
+    def begin(self, handle: TaskHandle[Any]) -> bool:
+        """PENDING -> RUNNING for a sync task whose worker thread is about to call it.  The
+        worker thread.  False if it was cancelled or abandoned while it waited."""
+        with self.lock:
+            if handle._state is not PENDING:
+                return False
+            handle._state = RUNNING
+            self.counts[PENDING_SLOT] -= 1
+            self.counts[RUNNING_SLOT] += 1
+        return True
 
     def move(
         self,

@@ -623,6 +623,8 @@ class Runner:
                 self._log_cancelled(handle)
                 if self.max_concurrency is not None:  # it may wait in the queue for a slot
                     self._loop_thread.call_soon(self._forget_cancelled_on_loop)
+                if handle._kind is SYNC:  # it may wait for a worker, inside _run_sync
+                    self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
                 return True
         if handle._state is RUNNING:
             self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
@@ -723,14 +725,14 @@ class Runner:
         set_current = CURRENT_TASK.set
         hooks = self.hooks
         for handle, func, func_args in started:
-            if handle._state is not RUNNING:  # a shutdown abandoned it since Ledger.start
+            if handle._state._final:  # a shutdown abandoned it since Ledger.start
                 close_if_coroutine(func)
                 self._finish_on_loop(handle)
                 continue
             args, kind = func_args or (), handle._kind
             context = contextvars.Context()
             context.run(set_current, handle)
-            if handle._debug:
+            if handle._debug and kind is not SYNC:  # a sync task's starts on its worker
                 self._log_task(_logging.DEBUG, "task_started", handle)
             carry = handle._carry
             if carry is not None:
@@ -765,7 +767,7 @@ class Runner:
             task._lk_handle = handle
             handle._task = task
             task.add_done_callback(on_done, context=context)
-            if handle._timeout is not None:
+            if handle._timeout is not None and kind is not SYNC:  # sync: once a worker has it
                 handle._timer = loop.call_later(handle._timeout, self._expire, handle)
         if len(started) < len(batch):
             self._fill_slots_on_loop()  # some were cancelled or abandoned just now
@@ -794,10 +796,21 @@ class Runner:
             self._cancelled_waiting = 0
 
     def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
-        """Loop thread only."""
+        """Loop thread only.  Cancel the task's asyncio task, if it has one: a running
+        task, or a sync task cancelled while it waited for a worker (its ``_run_sync``
+        stops waiting, and its slot frees); never a task abandoned and left running."""
         task = handle._task
-        if task is not None and not handle.done():
+        if task is not None and handle._state is not ABANDONED:
             task.cancel(msg)
+
+    def _arm_timer_on_loop(self, handle: TaskHandle[Any]) -> None:
+        """Loop thread only.  A sync task's code has started: its timeout counts now."""
+        loop = self._loop_thread.loop
+        if handle._task is None or handle.done() or handle._timer is not None:
+            return  # it ended already
+        assert loop is not None
+        assert handle._timeout is not None
+        handle._timer = loop.call_later(handle._timeout, self._expire, handle)
 
     def _settle_task(self, task: asyncio.Task[Any]) -> None:
         """Loop thread only: the done callback of every task.  Settle, log, free the slot.
@@ -876,8 +889,11 @@ class Runner:
     ) -> Any:
         """Loop thread only.  Run ``func(*args)`` on a worker; stay until it returns.
 
-        If the task is cancelled meanwhile, keep waiting for the thread (a running thread
-        is never reported as stopped), unless the task was abandoned.
+        The task stays PENDING, and its timeout does not count, until a worker takes the
+        job (``max_threads`` may keep it waiting); the worker moves it to RUNNING, logs
+        ``task_started`` and has the loop start the timeout.  If the task is cancelled
+        meanwhile, keep waiting for the thread (a running thread is never reported as
+        stopped), unless the task was abandoned, or cancelled before its thread started.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Outcome] = loop.create_future()
@@ -894,9 +910,15 @@ class Runner:
                 done.set_result(outcome)
 
         def job() -> None:
-            if handle._stop_requested():  # cancelled while queued: never start it
+            # Never started if it was cancelled or abandoned while queued for a worker.
+            if not self._ledger.begin(handle) or handle._stop_requested():
                 outcome: Outcome = (None, asyncio.CancelledError())
             else:
+                if handle._debug:
+                    self._log_task(_logging.DEBUG, "task_started", handle)
+                if handle._timeout is not None:
+                    with contextlib.suppress(RuntimeError):  # closed: abandoned long ago
+                        loop.call_soon_threadsafe(self._arm_timer_on_loop, handle)
                 handle._thread_name = threading.current_thread().name
                 outcome = call_in(context, func, args)
                 handle._thread_name = None
