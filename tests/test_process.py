@@ -1224,3 +1224,47 @@ def test_add_done_callback_in_a_forked_child_never_takes_the_parents_lock(
     assert seen["finished"] == "done", result.stdout
     assert seen["unfinished"].startswith("RuntimeError: "), seen
     assert "forked child" in seen["unfinished"]
+
+
+# -- one default runner per process --------------------------------------------------------
+
+
+def test_configure_after_get_runner_reconfigures_the_one_default_runner_in_place(
+    tmp_path: Path,
+) -> None:
+    """``configure()`` after ``get_runner()`` (but before the first submit) changes that
+    same runner: a caller that held it starts the configured runner, and the process has
+    one default loop thread, under the configured name."""
+    script = _script(
+        tmp_path,
+        """
+        import json
+        import threading
+
+        import loopkeeper
+
+        held = loopkeeper.get_runner()
+        loopkeeper.configure(name="configured", shutdown_timeout=3, max_threads=2)
+        assert held.submit(lambda: 42).result(timeout=10) == 42
+        assert loopkeeper.submit(lambda: 43).result(timeout=10) == 43
+        print(json.dumps({
+            "same": held is loopkeeper.get_runner(),
+            "options": [held.name, held.shutdown_timeout, held.max_threads],
+            "loop_threads": sorted(
+                t.name for t in threading.enumerate() if t.name in ("loopkeeper", "configured")
+            ),
+            "workers": sorted({t.name.rsplit("-", 1)[0] for t in threading.enumerate()
+                               if "-worker-" in t.name}),
+        }), flush=True)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "same": True,
+        "options": ["configured", 3, 2],
+        "loop_threads": ["configured"],
+        "workers": ["configured-worker"],
+    }

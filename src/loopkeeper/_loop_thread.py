@@ -138,6 +138,31 @@ class LoopThread(Generic[Item]):
         assert self.loop is not None
         return self.loop
 
+    def reconfigure(
+        self,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        dispatch: Callable[[list[Item]], None],
+        watchdog_threshold: float | None,
+        owner_part: Callable[[], bool],
+    ) -> bool:
+        """Any thread.  Replace the options given at construction before the thread
+        starts, together with ``owner_part()`` (the owner's own options; False from it
+        changes nothing).  False once ``start()`` has created the thread."""
+        with self._start_lock:
+            if self._thread is not None or not owner_part():
+                return False
+            self._name = name
+            self._loop_factory = loop_factory
+            self._dispatch = dispatch
+            self._watchdog_threshold = watchdog_threshold
+            self._beat_interval = (
+                _HEARTBEAT
+                if watchdog_threshold is None
+                else min(_HEARTBEAT, watchdog_threshold / 4)
+            )
+            return True
+
     def post(self, item: Item) -> None:
         """Hand ``item`` to the loop thread's dispatcher.  Any thread."""
         with self._inbox_lock:

@@ -219,13 +219,17 @@ class Runner:
         if not name:
             raise ValueError("name: expected a non-empty str, got ''")
         checked_name = name
-        self.name: Final = checked_name
-        self.max_pending: Final = check_limit(max_pending, param="max_pending")
-        self.max_concurrency: Final = check_optional_limit(max_concurrency, param="max_concurrency")
-        self.max_threads: Final = check_limit(max_threads, param="max_threads")
-        self.shutdown_timeout: Final = check_seconds(shutdown_timeout, param="shutdown_timeout")
+        # The options: fixed once the loop thread starts (configure() may replace them on
+        # the unstarted default runner, in place, under the loop thread's start lock).
+        self.name: str = checked_name
+        self.max_pending: int = check_limit(max_pending, param="max_pending")
+        self.max_concurrency: int | None = check_optional_limit(
+            max_concurrency, param="max_concurrency"
+        )
+        self.max_threads: int = check_limit(max_threads, param="max_threads")
+        self.shutdown_timeout: float = check_seconds(shutdown_timeout, param="shutdown_timeout")
         self._loop_factory = check_callable_option(loop_factory, param="loop_factory")
-        self.watchdog_threshold: Final = check_optional_seconds(
+        self.watchdog_threshold: float | None = check_optional_seconds(
             watchdog_threshold, param="watchdog_threshold"
         )
         if self.watchdog_threshold == 0:
@@ -234,7 +238,7 @@ class Runner:
             raise TypeError(
                 f"hooks: expected a loopkeeper.Hooks instance or None, got {describe(hooks)}"
             )
-        self.hooks: Final = hooks
+        self.hooks: Hooks | None = hooks
         self._pid = os.getpid()
         self._ledger = Ledger(on_settled_empty=self._maybe_stop)
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
@@ -448,6 +452,37 @@ class Runner:
         if self._ledger.closed:
             raise RunnerClosedError(self.name)
         self._ensure_started()
+
+    def _adopt_options(self, fresh: Runner) -> bool:
+        """Any thread.  Take ``fresh``'s options, in place, if this runner's loop thread
+        has not started and it was not shut down; False (nothing changed) otherwise.
+
+        For ``configure()``: one default runner per process, so a caller that already
+        holds it (``get_runner()`` before ``configure()``) starts the configured one.
+        Atomic with respect to ``start()``: both hold the loop thread's start lock.
+        """
+
+        def adopt() -> bool:
+            if self._ledger.closed:
+                return False
+            self.name = fresh.name
+            self.max_pending = fresh.max_pending
+            self.max_concurrency = fresh.max_concurrency
+            self.max_threads = fresh.max_threads
+            self.shutdown_timeout = fresh.shutdown_timeout
+            self._loop_factory = fresh._loop_factory
+            self.watchdog_threshold = fresh.watchdog_threshold
+            self.hooks = fresh.hooks
+            self._pool = fresh._pool  # no thread yet: it starts with the loop
+            return True
+
+        return self._loop_thread.reconfigure(
+            fresh.name,
+            fresh._loop_factory,
+            self._start_on_loop if fresh.max_concurrency is None else self._dispatch_on_loop,
+            fresh.watchdog_threshold,
+            adopt,
+        )
 
     def _ensure_started(self) -> None:
         """Any thread.  Return once the loop runs (start it if needed), or raise."""
