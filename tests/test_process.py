@@ -973,8 +973,9 @@ def test_no_signal_handler_or_environment_variable_is_ever_changed(tmp_path: Pat
         "await asyncio.to_thread(time.sleep, 0.2)",
         "await sync_to_async(time.sleep, thread_sensitive=False)(0.2)",
         "await loopkeeper.run_in_thread(time.sleep, 0.2)",
+        "await asyncio.wrap_future(own_executor.submit(time.sleep, 0.2))",
     ],
-    ids=["asyncio.to_thread", "sync_to_async", "run_in_thread"],
+    ids=["asyncio.to_thread", "sync_to_async", "run_in_thread", "own-ThreadPoolExecutor"],
 )
 def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     tmp_path: Path, blocking_call: str
@@ -983,12 +984,16 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     ``sync_to_async``, ``run_in_thread``) only after the interpreter began to exit still
     gets its thread and finishes: the drain runs before the executors shut down, and the
     loop's default executor runs on the runner's own workers, which exist already
-    (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964)."""
+    (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964).
+    The application's own ``ThreadPoolExecutor`` (made before exit, first used during the
+    drain) still takes work: the drain's hook runs before ``concurrent.futures`` shuts its
+    executors down (later, their ``submit`` raises "cannot schedule new futures")."""
     marker = tmp_path / "marker"
     script = _script(
         tmp_path,
         """
         import asyncio
+        import concurrent.futures
         import logging
         import sys
         import time
@@ -999,6 +1004,7 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
         import loopkeeper
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+        own_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         """,
         EXIT_BEGAN,
         f"""

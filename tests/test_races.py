@@ -9,6 +9,7 @@ import contextlib
 import inspect
 import logging
 import random
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import loopkeeper
-from loopkeeper import Runner, TaskState
+from loopkeeper import Runner, RunnerStats, TaskState
 
 WaitUntil = Callable[..., None]
 WAIT = 10.0
@@ -312,3 +313,90 @@ def test_a_sync_task_cancelled_while_waiting_for_a_worker_frees_its_slot_at_once
         gate.set()
     assert runner.shutdown(timeout=WAIT).clean
     assert not ran.is_set()
+
+
+# -- stats() is exact at every instant, not only when quiet -------------------------------
+
+
+def _broken_sum(stats: RunnerStats) -> int | None:
+    """The invariant's two sides differ: their difference; None when it holds."""
+    total = (
+        stats.pending
+        + stats.running
+        + stats.succeeded
+        + stats.failed
+        + stats.cancelled
+        + stats.abandoned
+    )
+    return None if total == stats.submitted else stats.submitted - total
+
+
+def test_stats_invariant_holds_in_every_sample_taken_during_a_storm_and_a_shutdown(
+    wait_until: WaitUntil,
+) -> None:
+    """A sampler thread reads ``stats()`` as fast as it can while four threads submit async
+    and sync tasks, cancel some at once, let others time out, and a shutdown starts in the
+    middle of it: in every sample, ``submitted == pending + running + succeeded + failed +
+    cancelled + abandoned``.  A tiny switch interval makes the threads interleave at
+    almost every bytecode, so a count updated outside the ledger lock shows up."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        _sample_a_storm_and_a_shutdown(wait_until)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _sample_a_storm_and_a_shutdown(wait_until: WaitUntil) -> None:
+    runner = Runner(name="sampled", max_pending=1_000_000, max_concurrency=8, max_threads=4)
+    stop = threading.Event()
+    broken: list[tuple[int, RunnerStats]] = []
+    samples = 0
+
+    def sample() -> None:
+        nonlocal samples
+        while not stop.is_set():
+            stats = runner.stats()
+            samples += 1
+            difference = _broken_sum(stats)
+            if difference is not None:
+                broken.append((difference, stats))
+
+    async def hang() -> None:
+        await asyncio.sleep(WAIT)
+
+    def work(seed: int, go: threading.Barrier) -> None:
+        rng = random.Random(seed)
+        go.wait(WAIT)
+        for _ in range(1_500):
+            step = rng.randrange(5)
+            try:
+                if step == 0:
+                    runner.submit(asyncio.sleep, 0)
+                elif step == 1:
+                    runner.submit(hang).cancel()
+                elif step == 2:
+                    runner.submit(hang, timeout=0)
+                elif step == 3:
+                    runner.submit(int)
+                else:
+                    runner.submit(threading.Event().wait, 0.001).cancel()
+            except loopkeeper.RunnerClosedError:
+                return
+
+    go = threading.Barrier(5)
+    sampler = threading.Thread(target=sample)
+    workers = [threading.Thread(target=work, args=(seed, go)) for seed in range(4)]
+    sampler.start()
+    for worker in workers:
+        worker.start()
+    go.wait(WAIT)
+    wait_until(lambda: runner.stats().submitted >= 2_000, what="the storm")  # then: shutdown
+    runner.shutdown(timeout=0.5)
+    for worker in workers:
+        worker.join(WAIT)
+    stop.set()
+    sampler.join(WAIT)
+    assert samples >= 100, f"only {samples} samples: the race was barely watched"
+    assert broken == [], f"{len(broken)} of {samples} samples broke the invariant: {broken[:3]}"
+    assert _broken_sum(runner.stats()) is None
