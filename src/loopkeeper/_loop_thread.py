@@ -71,8 +71,10 @@ class LoopThread(Generic[Item]):
         self._on_started = on_started  # loop thread, once, before the first dispatch
         self._start_lock = threading.Lock()  # guards _thread: which start() creates it
         self._thread: threading.Thread | None = None  # set once, under _start_lock
-        self._ready = threading.Event()  # set once the loop runs, or could not start
-        # True once the loop runs and accepts posts: the lock-free fast path of start().
+        # Set once on_started has run (or the loop could not start): what start() waits for.
+        self._ready = threading.Event()
+        # True once the loop accepts posts, before on_started runs (a log handler it calls
+        # may submit): the lock-free fast path of submit(), which then need not start().
         self.ready = False
         self._start_error: BaseException | None = None  # set by the loop thread before _ready
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
@@ -110,10 +112,10 @@ class LoopThread(Generic[Item]):
         """Start the thread if needed and return its loop, ready for posts.  Any thread;
         idempotent.
 
-        The lock only decides which caller creates the thread; everyone waits for
-        readiness outside it.  The loop thread marks itself ready before it runs any code
-        a user can reach (a log handler on ``runner_started`` may submit), so nothing
-        it runs ever waits for this.
+        The lock only decides which caller creates the thread; everyone waits outside it
+        until ``on_started`` has run.  The loop accepts posts before it runs any code a
+        user can reach (a log handler on ``runner_started`` may submit), so nothing it
+        runs ever waits for this.
 
         Raises:
             RuntimeError: the thread could not start, or ``loop_factory`` failed (chained).
@@ -279,11 +281,13 @@ class LoopThread(Generic[Item]):
             batch, self._inbox = self._inbox, []
         self._dispatch(batch)
 
-    def _mark_ready(self) -> None:
-        """Loop thread only, once, before the loop runs: posts are accepted from now on
-        (they run after ``on_started``); ``start()`` and ``submit()`` may go on."""
-        self.ready = True
-        self._ready.set()
+    def _started(self) -> None:
+        """Loop thread only, once, the first callback: ``on_started``, then let
+        ``start()`` return (whatever ``on_started`` did)."""
+        try:
+            self._on_started()
+        finally:
+            self._ready.set()
 
     def _report_escape(self, exc: BaseException) -> None:
         """Loop thread only.  ``exc`` left ``run_forever``: log it unless a task's is."""
@@ -355,10 +359,10 @@ class LoopThread(Generic[Item]):
         self._open_wake_fd(loop)
         self.loop = loop
         self._running_thread = threading.current_thread()
-        # Ready before the first callback runs: _on_started logs, and a log handler that
-        # submits must find the loop accepting posts (they run after _on_started).
-        self._mark_ready()
-        loop.call_soon(self._on_started)
+        # Posts accepted before the first callback runs: _on_started logs, and a log
+        # handler that submits must find the loop accepting them (they run after it).
+        self.ready = True
+        loop.call_soon(self._started)
         if self._stop_requested:  # asked before self.loop was set: call_soon could not
             loop.call_soon(self._stop_on_loop)
         self.last_beat = time.monotonic()
