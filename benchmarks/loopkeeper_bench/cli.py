@@ -103,6 +103,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         help="print the goal lines of several saved results side by side, exit",
     )
+    ap.add_argument(
+        "--django",
+        action="store_true",
+        help="instead: enqueue() of a Django task through loopkeeper's backend, a bare "
+        "submit() and django-tasks-db (django_enqueue.py; --quick, --rounds, --json, "
+        "--markdown and --report apply)",
+    )
+    ap.add_argument(
+        "--databases",
+        default="sqlite,postgresql",
+        help="with --django: django-tasks-db's databases, of: %(default)s",
+    )
     ap.add_argument("--child", metavar="PEER", help=argparse.SUPPRESS)
     ap.add_argument(
         "--no-gc",
@@ -118,6 +130,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     quiet_loopkeeper_logs()
+    if args.django:
+        from .django_enqueue import main as django_main  # noqa: PLC0415  imports Django
+
+        return django_main(args)
     if args.child:
         sizes = [int(n) for n in args.sizes.split(",")]
         child_main(args.child, args.uvloop, sizes, args.probe_n, args.probes, args.no_gc)
