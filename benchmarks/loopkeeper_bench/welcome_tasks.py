@@ -17,11 +17,12 @@ else:
         from django_tasks import task
 
 
-@task
+# Without django-stubs (mypy's override for django.*), `task` is untyped.
+@task  # type: ignore[untyped-decorator,unused-ignore]
 def send_welcome_mail(user_id: int) -> None:
     """A sync task: in a loopkeeper worker thread (nothing runs django-tasks-db's rows)."""
 
 
-@task
+@task  # type: ignore[untyped-decorator,unused-ignore]
 async def asend_welcome_mail(user_id: int) -> None:
     """The same as an async task: on loopkeeper's loop."""
