@@ -67,6 +67,7 @@ DATABASE_BACKEND_PATH: Final = "django_tasks_db.DatabaseBackend"
 PG_ADMIN_DATABASE: Final = "test"  # where CREATE DATABASE is sent
 IDLE_WAIT_S: Final = 60.0
 KINDS: Final = ("sync", "async")
+METRICS: Final = ("spaced_us", "batch_us")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,8 +302,13 @@ def run_rounds(rows: list[Row], params: Params, router: TaskTableRouter) -> Outc
     return Outcome(samples, calibration, errors)
 
 
-def _fmt(value: float | None, fmt: str = "{:.2f}") -> str:
-    return "-" if value is None else fmt.format(value)
+def _fmt(value: float | None, fmt: str = "") -> str:
+    """A figure as text: ``fmt`` if given, else a ratio (two decimals below 100)."""
+    if value is None:
+        return "-"
+    if not fmt:
+        fmt = "{:.2f}" if value < 100 else "{:,.0f}"  # noqa: PLR2004  a ratio's width
+    return fmt.format(value)
 
 
 def report(result: dict[str, Any], markdown: bool) -> str:
@@ -326,7 +332,7 @@ def report(result: dict[str, Any], markdown: bool) -> str:
     table = []
     for name in rows:
         cells = [name]
-        for metric in ("spaced_us", "batch_us"):
+        for metric in METRICS:
             spread = spread_of(samples, metric, name)
             cells.append(_fmt(median_of(samples, metric, name), "{:,.1f}"))
             cells.append("-" if spread is None else f"{spread[0]:,.1f}-{spread[1]:,.1f}")
@@ -336,15 +342,20 @@ def report(result: dict[str, Any], markdown: bool) -> str:
     goal_rows = []
     for kind in KINDS:
         backend, submit = f"LoopkeeperBackend {kind}", f"submit {kind}"
-        if backend not in rows:
+        if backend not in rows:  # the database backend against the bare submit, for scale
+            goal_rows += [
+                [
+                    f"{database} / submit, {kind} def (no LoopkeeperBackend row)",
+                    *[_fmt(paired(samples, (m, database), (m, submit))) for m in METRICS],
+                ]
+                for database in (f"DatabaseBackend {db} {kind}" for db in ("sqlite", "postgresql"))
+                if database in rows
+            ]
             continue
         goal_rows.append(
             [
                 f"LoopkeeperBackend / submit, {kind} def: <= 2x",
-                *[
-                    _fmt(paired(samples, (m, backend), (m, submit)))
-                    for m in ("spaced_us", "batch_us")
-                ],
+                *[_fmt(paired(samples, (m, backend), (m, submit))) for m in METRICS],
             ]
         )
         for label in ("sqlite", "postgresql"):
@@ -354,19 +365,15 @@ def report(result: dict[str, Any], markdown: bool) -> str:
             goal_rows.append(
                 [
                     f"DatabaseBackend {label} / LoopkeeperBackend, {kind} def: >= 5x",
-                    *[
-                        _fmt(paired(samples, (m, database), (m, backend)))
-                        for m in ("spaced_us", "batch_us")
-                    ],
+                    *[_fmt(paired(samples, (m, database), (m, backend))) for m in METRICS],
                 ]
             )
-    if goal_rows:
-        lines += [
-            "Ratios, paired per round (median over rounds):",
-            render(["ratio: goal", "spaced", "batch"], goal_rows, markdown),
-        ]
-    else:
-        lines.append(f"No LoopkeeperBackend row: {meta['backend']}")
+    if not any(name.startswith("LoopkeeperBackend") for name in rows):
+        lines += [f"No LoopkeeperBackend row: {meta['backend']}", ""]
+    lines += [
+        "Ratios, paired per round (median over rounds):",
+        render(["ratio: goal", "spaced", "batch"], goal_rows, markdown),
+    ]
     if result["errors"]:
         lines += ["", "Errors:", *[f"  {k}: {v}" for k, v in result["errors"].items()]]
     return "\n".join(lines)
