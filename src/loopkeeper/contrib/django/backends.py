@@ -48,15 +48,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import dataclasses
 import functools
 import heapq
 import inspect
 import itertools
 import os
+import secrets
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -117,7 +116,7 @@ class _State:
 
     def __init__(self) -> None:
         self.pid: Final = os.getpid()
-        self.worker_id: Final = uuid.uuid4().hex  # this process, in TaskResult.worker_ids
+        self.worker_id: Final = secrets.token_hex(16)  # this process, in TaskResult.worker_ids
         self.lock: Final = threading.Lock()  # guards every field below; bookkeeping only
         # By alias, oldest first.  The TaskResult objects in it are changed under the lock.
         self.results: dict[str, OrderedDict[str, TaskResult[Any, Any]]] = {}
@@ -167,6 +166,10 @@ class LoopkeeperBackend(BaseTaskBackend):
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         self._max_results, self._options_errors = _read_options(self.options)
+        # Tasks (frozen, hashable) this instance validated already: validation depends
+        # only on the task and the settings, and a settings change makes a new instance.
+        # One instance per thread, so no lock.
+        self._validated: set[Task[Any, Any]] = set()
 
     # -- enqueue ----------------------------------------------------------------------
 
@@ -174,13 +177,16 @@ class LoopkeeperBackend(BaseTaskBackend):
         self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
     ) -> TaskResult[P, R]:
         """Queue ``task`` to run on the runner; return its result (READY) at once."""
-        self.validate_task(task)
+        if task not in self._validated:
+            self.validate_task(task)
+            if task.run_after is None:  # those with a time would grow the set forever
+                self._validated.add(task)
         if self._options_errors:
             raise ImproperlyConfigured("; ".join(self._options_errors))
         now = timezone.now()
         result: TaskResult[P, R] = TaskResult(
             task=task,
-            id=uuid.uuid4().hex,
+            id=secrets.token_hex(16),  # 32 characters, as Django's own ids
             status=TaskResultStatus.READY,
             enqueued_at=now,
             started_at=None,
@@ -272,9 +278,22 @@ def _read_options(options: object) -> tuple[int, list[str]]:
     return max_results, errors
 
 
+# Every field, ``_return_value`` (init=False) included; the lists are copied apart.
+_SHARED_FIELDS: Final = tuple(
+    field.name
+    for field in dataclasses.fields(TaskResult)
+    if field.name not in {"errors", "worker_ids"}
+)
+
+
 def _snapshot(result: TaskResult[P, R]) -> TaskResult[P, R]:
-    """A copy the caller may keep: its lists are its own.  Under ``_state.lock``."""
-    copied = copy.copy(result)
+    """A copy the caller may keep: its lists are its own.  Under ``_state.lock``.
+
+    Field by field rather than ``copy.copy`` (which goes through ``__reduce_ex__``): a
+    third of the cost of ``enqueue``, measured."""
+    copied = object.__new__(type(result))
+    for name in _SHARED_FIELDS:
+        object.__setattr__(copied, name, getattr(result, name))
     object.__setattr__(copied, "errors", list(result.errors))
     object.__setattr__(copied, "worker_ids", list(result.worker_ids))
     return copied
