@@ -9,13 +9,19 @@ django-tasks backport below.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
+import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
@@ -38,6 +44,8 @@ from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBa
 
 from . import tasks
 from .conftest import BACKEND, WaitFinished
+
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # -- the backend and its settings ----------------------------------------------------------
 
@@ -470,3 +478,74 @@ def test_on_commit_enqueues_after_commit(finished: WaitFinished) -> None:
         transaction.on_commit(lambda: enqueued.append(tasks.add.enqueue(2, 2)))
         assert enqueued == []
     assert finished(enqueued[0]).return_value == 4
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+_SHUTDOWN_SCRIPT = """
+import asyncio, json, threading
+from datetime import timedelta
+from pathlib import Path
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
+    USE_TZ=True,
+    LOGGING_CONFIG=None,
+    LOOPKEEPER={"MAX_CONCURRENCY": 1},
+    TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
+)
+django.setup()
+import loopkeeper
+from django.utils import timezone
+from loopkeeper.contrib.django._tasks_compat import task
+
+started = threading.Event()
+
+@task
+async def hold() -> None:
+    started.set()
+    await asyncio.Event().wait()
+
+@task
+def waiting() -> None:
+    pass
+
+held = hold.enqueue()
+queued = waiting.enqueue()
+deferred = waiting.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
+assert started.wait(10)
+report = loopkeeper.shutdown(timeout=0.2)
+out = {}
+for label, result in [("held", held), ("queued", queued), ("deferred", deferred)]:
+    result.refresh()
+    out[label] = [str(result.status), [e.exception_class_path for e in result.errors]]
+out["cancelled"] = report.cancelled
+print(json.dumps(out))
+"""
+
+
+def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) -> None:
+    """At shutdown, a running task the runner cancels is FAILED with CancelledError, a
+    task still waiting for a slot is FAILED with RunnerClosedError, and a deferred task
+    whose time has not come stays READY (it lived in this process only)."""
+    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
+    script = tmp_path / "shutdown_tasks.py"
+    script.write_text(_SHUTDOWN_SCRIPT.replace("EXTRA_APPS", extra))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["held"] == ["FAILED", ["asyncio.exceptions.CancelledError"]]
+    assert seen["queued"] == ["FAILED", ["loopkeeper.RunnerClosedError"]]
+    assert seen["deferred"] == ["READY", []]
+    # The held task, and the deferred task's timer set-up, still waiting for the one slot.
+    assert seen["cancelled"] == 2
