@@ -50,7 +50,7 @@ else:
     IN_PROCESS_BACKEND = "django_tasks.backends.immediate.ImmediateBackend"
 
 BACKENDS: dict[str, dict[str, Any]] = {
-    # Stand-in until LoopkeeperBackend lands: in this process, result kept here.
+    # Stand-in for LoopkeeperBackend until that lands: runs each task inside enqueue().
     "inprocess": {"BACKEND": IN_PROCESS_BACKEND},
     "database": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     "rq": {"BACKEND": "django_tasks_rq.RQBackend"},

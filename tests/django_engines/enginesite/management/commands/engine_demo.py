@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from argparse import ArgumentParser
 from typing import Any
@@ -24,12 +25,27 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ...tasks import record_async, record_sync
 
+if sys.version_info >= (3, 12):  # as in tasks.py: Django 6 here, Django 5.2 below
+    from django.tasks import TaskResultStatus
+else:
+    from django_tasks import TaskResultStatus
+
 FINAL = frozenset({"SUCCESSFUL", "FAILED"})
+
+
+def status_name(result: Any) -> str:
+    """The result's status as the project's own ``TaskResultStatus`` sees it.
+
+    A backend may return its own classes (django-tasks-rq returns the backport's
+    ``TaskResult`` even on Django 6): caller code compares with the framework's members.
+    """
+    (name,) = [member.name for member in TaskResultStatus if result.status == member]
+    return name
 
 
 def describe(result: Any) -> dict[str, Any]:
     """The parts of a TaskResult the test checks, as JSON."""
-    status = result.status.name
+    status = status_name(result)
     return {
         "id": str(result.id),
         "task": result.task.module_path,
@@ -77,11 +93,11 @@ class Command(BaseCommand):
     def _wait_for(self, results: list[Any], wait: float, *, fetch: bool) -> list[Any]:
         """Poll the backend's store until every result is final, or fail after ``wait`` s."""
         deadline = time.monotonic() + wait
-        while any(result.status.name not in FINAL for result in results):
+        while any(status_name(result) not in FINAL for result in results):
             if not fetch:
                 raise CommandError("results are not final and the backend cannot fetch them")
             if time.monotonic() > deadline:
-                states = [result.status.name for result in results]
+                states = [status_name(result) for result in results]
                 raise CommandError(f"results not final after {wait}s: {states}")
             time.sleep(0.05)  # a poll: the deadline above bounds it
             for result in results:
