@@ -38,7 +38,7 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg (the dev group's) is no
 
 HERE: Final = Path(__file__).resolve().parent
 COMMAND_DEADLINE: Final = 120.0  # seconds for one manage.py command, Django's startup included
-RESULT_DEADLINE: Final = 60.0  # seconds for a worker to start and run both tasks
+RESULT_DEADLINE: Final = 120.0  # seconds for a worker to start and run both tasks
 STOP_DEADLINE: Final = 30.0  # seconds for a worker to exit after SIGTERM
 PG: Final = {
     "host": "127.0.0.1",

@@ -30,6 +30,7 @@ if sys.version_info >= (3, 12):  # as in tasks.py: Django 6 here, Django 5.2 bel
 else:
     from django_tasks import TaskResultStatus
 
+STATUSES = ("READY", "RUNNING", "SUCCESSFUL", "FAILED")
 FINAL = frozenset({"SUCCESSFUL", "FAILED"})
 
 
@@ -39,7 +40,7 @@ def status_name(result: Any) -> str:
     A backend may return its own classes (django-tasks-rq returns the backport's
     ``TaskResult`` even on Django 6): caller code compares with the framework's members.
     """
-    (name,) = [member.name for member in TaskResultStatus if result.status == member]
+    (name,) = [name for name in STATUSES if result.status == getattr(TaskResultStatus, name)]
     return name
 
 
