@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import platform
 import statistics
@@ -268,6 +269,8 @@ def measure_batch(row: Row, n: int) -> float:
 
 @dataclasses.dataclass
 class Outcome:
+    """What the rounds measured: the samples, the calibration times, the failed rows."""
+
     samples: Samples
     calibration: list[float]
     errors: dict[str, str]
@@ -386,8 +389,6 @@ def report(result: dict[str, Any], markdown: bool) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """``--django``: configure Django, measure every row, print the tables."""
-    import json  # noqa: PLC0415
-
     if args.report:
         with open(args.report, encoding="utf-8") as f:
             print(report(json.load(f), args.markdown))
