@@ -985,8 +985,8 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     gets its thread and finishes: the drain runs before the executors shut down, and the
     loop's default executor runs on the runner's own workers, which exist already
     (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964).
-    The application's own ``ThreadPoolExecutor`` (made before exit, first used during the
-    drain) still takes work: the drain's hook runs before ``concurrent.futures`` shuts its
+    The application's own ``ThreadPoolExecutor`` (its thread started before exit) still
+    takes work during the drain: the drain's hook runs before ``concurrent.futures`` shuts its
     executors down (later, their ``submit`` raises "cannot schedule new futures")."""
     marker = tmp_path / "marker"
     script = _script(
@@ -1005,6 +1005,7 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
         own_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        own_executor.submit(int).result()  # its thread exists before exit (3.12.0-3.12.2)
         """,
         EXIT_BEGAN,
         f"""
