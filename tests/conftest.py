@@ -12,6 +12,10 @@ import structlog
 
 import loopkeeper
 
+# The plugin our users get from the entry point, loaded here once coverage has started
+# (pyproject.toml's addopts turn the entry point off for this suite).
+pytest_plugins = ("loopkeeper.testing", "pytester")
+
 
 @pytest.fixture
 def unconfigured_structlog() -> Iterator[None]:

@@ -32,10 +32,20 @@ from . import _logging
 from ._handles import ShutdownReport, TaskHandle, cancel_handle
 from ._runner import Runner, live_runners
 
-__all__ = ("cancel", "configure", "get_runner", "shutdown", "submit")
+__all__ = (
+    "cancel",
+    "configure",
+    "default_options",
+    "get_runner",
+    "shutdown",
+    "submit",
+    "swap_default",
+)
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
+# What loopkeeper.testing puts in submit()'s place: (func, args, name, timeout) -> handle.
+SubmitWith = Callable[[Any, tuple[Any, ...], "str | None", "float | None"], TaskHandle[Any]]
 
 
 class _Default:
@@ -43,9 +53,11 @@ class _Default:
 
     def __init__(self) -> None:
         self.pid: Final = os.getpid()
-        self.lock: Final = threading.Lock()  # guards the two fields below
+        self.lock: Final = threading.Lock()  # guards the fields below (submit() reads them)
         self.runner: Runner | None = None
         self.options: dict[str, Any] = {}
+        # loopkeeper.testing only (swap_default): takes submit()'s place for one test.
+        self.submit_with: SubmitWith | None = None
 
 
 _state = _Default()  # replaced, never mutated across processes
@@ -142,7 +154,13 @@ def submit(  # type: ignore[misc]  # mypy cannot match overload 2 (a coroutine) 
 
         h = loopkeeper.submit(send_welcome_mail, user_id, name="welcome-mail", timeout=30)
     """
-    return get_runner().submit(func, *args, name=name, timeout=timeout)
+    state = _current()
+    if state.submit_with is not None:  # a test's loopkeeper.testing.isolated_runner()
+        return state.submit_with(func, args, name, timeout)
+    runner = state.runner
+    if runner is None:
+        runner = get_runner()
+    return runner.submit(func, *args, name=name, timeout=timeout)
 
 
 def cancel(handle: TaskHandle[Any], msg: str | None = None) -> bool:
@@ -161,6 +179,25 @@ def shutdown(timeout: float | None = None, *, cancel_remaining: bool = True) -> 
     uses the default runner's ``shutdown_timeout`` (10 s unless configured).
     """
     return get_runner().shutdown(timeout, cancel_remaining=cancel_remaining)
+
+
+def default_options() -> dict[str, Any]:
+    """For ``loopkeeper.testing``: a copy of the options ``configure()`` set.  Any thread."""
+    return dict(_current().options)
+
+
+def swap_default(
+    runner: Runner | None, submit_with: SubmitWith | None
+) -> tuple[Runner | None, SubmitWith | None]:
+    """For ``loopkeeper.testing`` only: make ``runner`` this process's default runner and
+    ``submit_with`` the function ``submit()`` calls instead of ``runner.submit``; return
+    the two it replaced, to be put back the same way.  Any thread.
+    """
+    state = _current()
+    with state.lock:
+        previous = state.runner, state.submit_with
+        state.runner, state.submit_with = runner, submit_with
+    return previous
 
 
 def _exit_hook() -> None:
