@@ -1,0 +1,230 @@
+"""The documentation cannot rot: its examples run, and its catalogue of log events is the code's.
+
+Every ```python block of README.md and docs/*.md runs, page by page, in a fresh interpreter:
+the blocks of one page share one namespace, in order (a later block may use what an earlier
+one defined), and a failure's traceback names the page and line.  A block that cannot run
+on its own is opted out, visibly, by the line just before its fence:
+
+    <!-- not run: the reason -->
+
+The reason is required, and opt-outs are counted: keep them few.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+PAGES: Final = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+NOT_RUN: Final = re.compile(r"^\s*<!-- not run: (?P<reason>\S.*?) -->\s*$")
+FENCE: Final = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w-]*)")
+MAX_OPT_OUTS: Final = 6  # raise it only with a reason in the commit
+
+
+@dataclass(frozen=True)
+class Block:
+    page: Path
+    line: int  # 1-based line of the opening fence
+    code: str
+    not_run: str | None  # the opt-out reason, if any
+
+
+def blocks(page: Path) -> list[Block]:
+    """The fenced code blocks of a page in the ```python language, in order."""
+    found = []
+    lines = page.read_text(encoding="utf-8").splitlines()
+    index = 0
+    while index < len(lines):
+        fence = FENCE.match(lines[index])
+        if fence is None:
+            index += 1
+            continue
+        start, indent = index, len(fence["indent"])
+        index += 1
+        body = []
+        while index < len(lines) and not lines[index].strip().startswith("```"):
+            body.append(lines[index][indent:])
+            index += 1
+        index += 1  # the closing fence
+        if fence["lang"] != "python":
+            continue
+        previous = lines[start - 1] if start else ""
+        opt_out = NOT_RUN.match(previous)
+        found.append(
+            Block(page, start + 1, "\n".join(body) + "\n", opt_out["reason"] if opt_out else None)
+        )
+    return found
+
+
+# Runs one page's blocks in order in one namespace; compile() with the page's path and the
+# block's line numbers, so a traceback points into the page.
+CHILD: Final = """
+import json, sys
+ns = {"__name__": "__main__"}
+for block in json.load(sys.stdin):
+    exec(compile("\\n" * block["line"] + block["code"], block["page"], "exec"), ns)
+"""
+
+
+def _pages_with_code() -> list[Path]:
+    return [page for page in PAGES if any(b.not_run is None for b in blocks(page))]
+
+
+@pytest.mark.parametrize("page", _pages_with_code(), ids=lambda page: page.name)
+def test_every_python_block_of_the_page_runs(page: Path, tmp_path: Path) -> None:
+    """The page's ```python blocks run, in order, in a fresh interpreter, without an
+    error, and the interpreter exits cleanly (loopkeeper's exit drain included)."""
+    runnable = [
+        {"page": str(b.page.relative_to(ROOT)), "line": b.line, "code": b.code}
+        for b in blocks(page)
+        if b.not_run is None
+    ]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [sys.executable, "-c", CHILD],
+        input=json.dumps(runnable),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"{page.name}:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_opt_outs_are_few_and_give_a_reason() -> None:
+    """Every block that does not run says why (the regex demands a reason), and there are
+    at most MAX_OPT_OUTS of them in all."""
+    opted_out = [b for page in PAGES for b in blocks(page) if b.not_run is not None]
+    listing = "\n".join(f"{b.page.name}:{b.line}: {b.not_run}" for b in opted_out)
+    assert len(opted_out) <= MAX_OPT_OUTS, listing
+    for page in PAGES:
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            if "not run" in line and line.lstrip().startswith("<!--"):
+                assert NOT_RUN.match(line), f"{page.name}:{number}: malformed opt-out {line!r}"
+
+
+def test_the_block_parser_sees_fences_and_opt_outs(tmp_path: Path) -> None:
+    """The parser finds python blocks (indented ones too), skips other languages, and
+    reads an opt-out only from the line right before the fence."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "text\n```python\nx = 1\n```\n```sh\nls\n```\n<!-- not run: needs a server -->\n"
+        "```python\nserve()\n```\n- item\n\n    ```python\n    y = 2\n    ```\n"
+    )
+    found = blocks(page)
+    assert [(b.line, b.code, b.not_run) for b in found] == [
+        (2, "x = 1\n", None),
+        (9, "serve()\n", "needs a server"),
+        (14, "y = 2\n", None),
+    ]
+
+
+# -- the catalogue of log events ------------------------------------------------------------
+
+SRC: Final = ROOT / "src" / "loopkeeper"
+OBSERVABILITY: Final = ROOT / "docs" / "observability.md"
+# The functions that emit an event: (name, fields they add to every line).  Calls to them
+# inside their own definitions pass the event through and are not events themselves.
+EMITTERS: Final = {
+    "log": (),  # _logging.log
+    "_log": (),  # contrib/asgi.py
+    "_log_task": ("runner", "task_id", "task_name"),  # Runner._log_task
+}
+LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class Event:
+    name: str
+    level: str
+    logger: str
+    fields: frozenset[str]  # "exc_info" means: with a traceback
+
+
+def events_in_code() -> dict[str, Event]:
+    """Every event the code emits, read from the source: level, logger and fields."""
+    found: dict[str, Event] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        logger = "loopkeeper.asgi" if path.name == "asgi.py" else "loopkeeper"
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        wrappers = {
+            id(call)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef) and node.name in EMITTERS
+            for call in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or id(node) in wrappers:
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name not in EMITTERS or not node.args:
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            level = node.args[0]
+            if name == "log" and not (isinstance(level, ast.Attribute) and level.attr in LEVELS):
+                continue  # some other .log() (a stdlib logger's, with a computed level)
+            assert len(node.args) >= 2, f"{where}: an event needs a name"
+            event = node.args[1]
+            literal = isinstance(event, ast.Constant) and isinstance(event.value, str)
+            assert literal, f"{where}: a literal event name, so the catalogue can list it"
+            assert isinstance(event, ast.Constant)
+            known = isinstance(level, ast.Attribute) and level.attr in LEVELS
+            assert known, f"{where}: the level must be a literal DEBUG/INFO/WARNING/ERROR"
+            assert isinstance(level, ast.Attribute)
+            fields = frozenset([*EMITTERS[name], *(k.arg for k in node.keywords if k.arg)])
+            new = Event(event.value, level.attr, logger, fields)
+            old = found.setdefault(new.name, new)
+            assert old == new, f"{where}: {new.name} is emitted two ways: {old} and {new}"
+    return found
+
+
+CATALOGUE_ROW: Final = re.compile(
+    r"^\| `(?P<name>\w+)` \| (?P<level>[A-Z]+) \| `(?P<logger>[\w.]+)` \| (?P<fields>[^|]*) \|"
+)
+
+
+def events_in_docs() -> dict[str, Event]:
+    """The catalogue table of docs/observability.md."""
+    found = {}
+    for line in OBSERVABILITY.read_text(encoding="utf-8").splitlines():
+        row = CATALOGUE_ROW.match(line)
+        if row is None:
+            continue
+        fields = set(re.findall(r"`(\w+)`", row["fields"]))
+        if "traceback" in row["fields"]:
+            fields.add("exc_info")
+        event = Event(row["name"], row["level"], row["logger"], frozenset(fields))
+        assert event.name not in found, f"{event.name} is listed twice"
+        found[event.name] = event
+    return found
+
+
+def test_the_event_catalogue_is_the_code() -> None:
+    """docs/observability.md lists every event the code emits, with its level, logger and
+    fields, and no other: a new, renamed or changed event fails here until documented."""
+    code, docs = events_in_code(), events_in_docs()
+    assert len(code) >= 20  # the reader above still finds the events
+    assert sorted(docs) == sorted(code)
+    for name, event in code.items():
+        assert docs[name] == event, f"{name}: the code says {event}, the catalogue {docs[name]}"
+
+
+def test_no_event_carries_arguments_or_results() -> None:
+    """No event has a field that could carry a task's arguments or result."""
+    for event in events_in_code().values():
+        assert not event.fields & {"args", "kwargs", "result", "value", "arguments"}, event
