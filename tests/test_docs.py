@@ -187,7 +187,7 @@ def events_in_code() -> dict[str, Event]:
             assert known, f"{where}: the level must be a literal DEBUG/INFO/WARNING/ERROR"
             assert isinstance(level, ast.Attribute)
             fields = frozenset([*EMITTERS[name], *(k.arg for k in node.keywords if k.arg)])
-            new = Event(event.value, level.attr, logger, fields)
+            new = Event(str(event.value), level.attr, logger, fields)
             old = found.setdefault(new.name, new)
             assert old == new, f"{where}: {new.name} is emitted two ways: {old} and {new}"
     return found
