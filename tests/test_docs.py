@@ -228,3 +228,15 @@ def test_no_event_carries_arguments_or_results() -> None:
     """No event has a field that could carry a task's arguments or result."""
     for event in events_in_code().values():
         assert not event.fields & {"args", "kwargs", "result", "value", "arguments"}, event
+
+
+def test_the_testing_page_examples_pass_under_pytest(pytester: pytest.Pytester) -> None:
+    """The Testing page's examples (before its Django section, which the Django project's
+    tests prove) are real tests: run by pytest with the plugin from its entry point, as a
+    user's project runs them, every one passes."""
+    page = ROOT / "docs" / "testing.md"
+    django_at = page.read_text(encoding="utf-8").splitlines().index("## Django") + 1
+    code = "\n".join(b.code for b in blocks(page) if b.not_run is None and b.line < django_at)
+    pytester.makepyfile(test_page=code)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=6)
