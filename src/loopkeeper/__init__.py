@@ -26,11 +26,14 @@ from ._handles import TaskHandle as TaskHandle
 from ._handles import TaskInfo as TaskInfo
 from ._handles import TaskState as TaskState
 from ._handles import ThreadInfo as ThreadInfo
+from ._hooks import Hooks as Hooks
 from ._runner import Runner as Runner
+from ._threads import TaskExecutor as TaskExecutor
 from ._threads import check_cancelled as check_cancelled
 from ._threads import run_in_thread as run_in_thread
 
 __all__ = (
+    "Hooks",
     "LoopkeeperError",
     "OverloadedError",
     "Runner",
@@ -38,6 +41,7 @@ __all__ = (
     "RunnerStats",
     "ShutdownReport",
     "TaskAbandonedError",
+    "TaskExecutor",
     "TaskHandle",
     "TaskInfo",
     "TaskState",

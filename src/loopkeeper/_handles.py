@@ -225,6 +225,7 @@ class TaskHandle(Generic[T_co]):
         "_by_shutdown",
         "_callbacks",
         "_cancelling",
+        "_carry",
         "_debug",
         "_event",
         "_exc",
@@ -276,6 +277,7 @@ class TaskHandle(Generic[T_co]):
         self._cancelling = False  # somebody called cancel() (not the task's own timeout)
         self._expired = False  # loop thread: the task's own timeout fired
         self._debug = False  # DEBUG was on at submit: the task logs its routine lines
+        self._carry: Callable[[], object] | None = None  # Hooks.capture()'s, run as it starts
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
         self._timer: asyncio.TimerHandle | None = None  # loop thread: its own timeout
 

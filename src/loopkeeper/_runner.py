@@ -60,15 +60,17 @@ from ._handles import (
     ThreadInfo,
     cancel_handle,
 )
+from ._hooks import Hooks, failure_hint, within_task
 from ._loop_thread import LoopThread
 from ._threads import (
+    CARRIED,
     CURRENT_TASK,
     THREADS_REFUSED_AT_EXIT,
     Outcome,
     Token,
     TrackedExecutor,
     WorkerPool,
-    call_as,
+    call_in,
     prestart_asgiref_thread,
 )
 from ._validation import (
@@ -126,6 +128,12 @@ def _wait_event(event: threading.Event, deadline: float) -> bool:
     return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
 
 
+def _carry_into_task(carry: Callable[[], object]) -> None:
+    """In the task's context: apply what its hooks captured, and keep it for its threads."""
+    CARRIED.set(carry)
+    carry()
+
+
 async def _refuse_default_executor_shutdown(timeout: float | None = None) -> None:
     raise RuntimeError(
         "loopkeeper owns this loop's default executor (its tracked worker threads) and "
@@ -171,6 +179,8 @@ class Runner:
         watchdog_threshold: seconds the loop thread may go without coming back to the
             loop before a ``loop_blocked`` warning names the task holding it, with its
             stack (once per incident); None turns the watchdog off.
+        hooks: a ``Hooks`` instance through which a framework adapter takes part in
+            every task (the Django app passes its own); None: none.
 
     Raises:
         TypeError, ValueError: an option has the wrong type or range.
@@ -186,6 +196,7 @@ class Runner:
         shutdown_timeout: float = 10.0,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         watchdog_threshold: float | None = 3.0,
+        hooks: Hooks | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name: expected a non-empty str, got {describe(name)}")
@@ -203,6 +214,11 @@ class Runner:
         )
         if self.watchdog_threshold == 0:
             raise ValueError("watchdog_threshold: expected a number of seconds > 0 or None, got 0")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(
+                f"hooks: expected a loopkeeper.Hooks instance or None, got {describe(hooks)}"
+            )
+        self.hooks: Final = hooks
         self._pid = os.getpid()
         self._ledger = Ledger(on_settled_empty=self._maybe_stop)
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
@@ -215,7 +231,7 @@ class Runner:
             self._describe_blocker,
             self._claim_escape,
         )
-        self._pool = WorkerPool(self.name, self.max_threads)
+        self._pool = WorkerPool(self.name, self.max_threads, hooks=hooks)
         self._on_task_done = self._settle_task  # one bound method, not one per task
         # A task's SystemExit/KeyboardInterrupt, by id, until the loop thread claims it.
         self._escaped: dict[int, BaseException] = {}
@@ -325,6 +341,13 @@ class Runner:
             close_if_coroutine(func)
             raise
         self._check_process(func)
+        carry = None
+        if self.hooks is not None:
+            try:
+                carry = self.hooks.capture()
+            except BaseException:
+                close_if_coroutine(func)
+                raise
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -336,6 +359,7 @@ class Runner:
         # Built before the lock, numbered under it: the loop thread takes the same lock for
         # every transition, so the less this thread holds it, the less the loop waits.
         handle: TaskHandle[Any] = TaskHandle(self, 0, task_name, kind, func, args, seconds)
+        handle._carry = carry
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -614,6 +638,7 @@ class Runner:
         assert loop is not None
         on_done = self._on_task_done
         set_current = CURRENT_TASK.set
+        hooks = self.hooks
         for handle, func, func_args in started:
             if handle._state is not RUNNING:  # a shutdown abandoned it since Ledger.start
                 close_if_coroutine(func)
@@ -624,6 +649,16 @@ class Runner:
             context.run(set_current, handle)
             if handle._debug:
                 self._log_task(_logging.DEBUG, "task_started", handle)
+            carry = handle._carry
+            if carry is not None:
+                handle._carry = None
+                try:
+                    context.run(_carry_into_task, carry)
+                except BaseException as exc:  # noqa: BLE001  fails this task, not the batch
+                    close_if_coroutine(func)
+                    self._settle_failed_on_loop(handle, exc)
+                    self._finish_on_loop(handle)
+                    continue
             coro: Any
             if kind is COROUTINE:
                 coro = func
@@ -638,6 +673,8 @@ class Runner:
                     continue
                 if type(coro) is not types.CoroutineType:
                     coro = _await(coro)  # e.g. inspect.markcoroutinefunction returning a Future
+            if hooks is not None and kind is not SYNC:
+                coro = within_task(hooks, coro)
             if sys.version_info >= (3, 11):
                 task = _Task(coro, loop=loop, context=context)
             else:
@@ -718,7 +755,11 @@ class Runner:
     def _settle_failed_on_loop(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Loop thread only.  Logged once, with the traceback; never the arguments."""
         if self._ledger.move(handle, FAILED, exc=exc):
-            self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
+            hint = failure_hint(self.hooks, exc)
+            if hint is None:
+                self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
+            else:
+                self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc, hint=hint)
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
@@ -750,6 +791,7 @@ class Runner:
         # at least one of them sees both and closes it (closing twice is harmless).
         returned: list[object] = []  # the worker appends the function's value
         gave_up: list[bool] = []  # the loop thread appends when it stops waiting
+        context = contextvars.copy_context()  # the task's: what its hooks carried, its owner
 
         def settle(outcome: Outcome) -> None:
             if not done.done():
@@ -760,7 +802,7 @@ class Runner:
                 outcome: Outcome = (None, asyncio.CancelledError())
             else:
                 handle._thread_name = threading.current_thread().name
-                outcome = call_as(handle, func, args)
+                outcome = call_in(context, func, args)
                 handle._thread_name = None
             returned.append(outcome[0])
             if gave_up:
