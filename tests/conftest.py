@@ -16,6 +16,9 @@ import loopkeeper
 # (pyproject.toml's addopts turn the entry point off for this suite).
 pytest_plugins = ("loopkeeper.testing", "pytester")
 
+# A Django project with its own test suite, run by test_django_recipe.py in a subprocess.
+collect_ignore = ["django_recipe"]
+
 
 @pytest.fixture
 def unconfigured_structlog() -> Iterator[None]:

@@ -152,7 +152,7 @@ class Event:
     name: str
     level: str
     logger: str
-    fields: frozenset[str]  # "exc_info" means: with a traceback
+    fields: frozenset[str]  # "exc_info" means: with a traceback; all fields of all call sites
 
 
 def events_in_code() -> dict[str, Event]:
@@ -189,7 +189,12 @@ def events_in_code() -> dict[str, Event]:
             fields = frozenset([*EMITTERS[name], *(k.arg for k in node.keywords if k.arg)])
             new = Event(str(event.value), level.attr, logger, fields)
             old = found.setdefault(new.name, new)
-            assert old == new, f"{where}: {new.name} is emitted two ways: {old} and {new}"
+            # One event from several places: one level and logger; the fields are all of
+            # theirs (the catalogue says when an optional one is there).
+            assert (old.level, old.logger) == (new.level, new.logger), (
+                f"{where}: {new.name} is emitted at two levels or loggers: {old} and {new}"
+            )
+            found[new.name] = Event(new.name, new.level, logger, old.fields | new.fields)
     return found
 
 

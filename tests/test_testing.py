@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 
 import pytest
 
 import loopkeeper
+import loopkeeper.testing
 from loopkeeper import Runner, TaskState
 from loopkeeper.testing import adrain, drain, isolated_runner
 
@@ -274,3 +277,33 @@ def test_plugin_fails_tests_whose_tasks_failed_or_were_left_unfinished(
             "E*AssertionError: the shutdown at the end of the test was not clean*cancelled=1*",
         ]
     )
+
+
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+
+
+class _RequestIdHooks(loopkeeper.Hooks):
+    def capture(self) -> Callable[[], object]:
+        request_id = REQUEST_ID.get()
+        return lambda: REQUEST_ID.set(request_id)
+
+
+def test_eager_carries_what_the_hooks_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eager task gets what the runner's hooks captured at submit (as the Django hooks
+    carry the language and time zone), in a fresh context of its own: the submitter's
+    context is not shared, and what the task sets does not leak back."""
+    monkeypatch.setattr(loopkeeper.testing, "default_options", lambda: {"hooks": _RequestIdHooks()})
+
+    def job() -> str:
+        seen = REQUEST_ID.get()
+        REQUEST_ID.set("changed-by-the-task")
+        return seen
+
+    token = REQUEST_ID.set("req-7")
+    try:
+        with isolated_runner(eager=True) as runner:
+            assert runner.hooks is not None
+            assert loopkeeper.submit(job).result(0) == "req-7"
+        assert REQUEST_ID.get() == "req-7"
+    finally:
+        REQUEST_ID.reset(token)

@@ -25,7 +25,7 @@ import inspect
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Final
 
 import anyio.to_thread
@@ -138,13 +138,17 @@ class _Session:
         # is counted, logged and refused (closed, overloaded) like any other.
         gate: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
+            # What the runner's hooks carry from the submitter (Django: the language and
+            # time zone); their per-job database hygiene is left out, see the Testing page.
+            hooks = self.runner.hooks
+            carry = hooks.capture() if hooks is not None else None
             handle = self.runner.submit(_await_gate(gate), name=task_name)
         except BaseException:
             if kind is COROUTINE:
                 func.close()
             raise
         try:
-            value = _run_inline(func, args, coroutine=kind is COROUTINE)
+            value = _run_inline(func, args, carry, coroutine=kind is COROUTINE)
         except BaseException as exc:  # the task's outcome, as on the runner
             gate.set_exception(exc)
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C during the test: stop the test
@@ -160,13 +164,18 @@ async def _await_gate(gate: concurrent.futures.Future[Any]) -> Any:
     return await asyncio.wrap_future(gate)
 
 
-def _run_inline(func: Any, args: tuple[Any, ...], *, coroutine: bool) -> Any:
+def _run_inline(
+    func: Any, args: tuple[Any, ...], carry: Callable[[], object] | None, *, coroutine: bool
+) -> Any:
     """Run one task's work in this thread, in a fresh context; return its value.
 
-    As on the runner: an async function's coroutine, and a coroutine that a sync callable
-    returns, are awaited.
+    As on the runner: ``carry`` (what the hooks captured at submit) runs first in that
+    context, and an async function's coroutine, or a coroutine that a sync callable
+    returns, is awaited.
     """
     context = contextvars.Context()
+    if carry is not None:
+        context.run(carry)
     value = func if coroutine else context.run(func, *args)
     if inspect.iscoroutine(value):
         return _run_coroutine(context, value)

@@ -1,0 +1,16 @@
+"""Installs loopkeeper's Django hooks on the default runner, as docs/django.md says."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+import loopkeeper
+
+
+class RecipeConfig(AppConfig):  # type: ignore[misc]  # Django ships no types
+    name = "recipe"
+
+    def ready(self) -> None:
+        from loopkeeper.contrib.django.hygiene import DjangoHooks  # noqa: PLC0415  after setup
+
+        loopkeeper.configure(hooks=DjangoHooks())
