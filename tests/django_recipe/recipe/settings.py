@@ -23,4 +23,13 @@ if os.environ.get("RECIPE_DB", "sqlite") == "postgresql":
         }
     }
 else:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": "recipe.sqlite3"}}
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": "recipe.sqlite3",
+            # A file, not Django's default in-memory test database: there a write by one
+            # thread makes the others fail at once ("database table is locked") instead
+            # of waiting, so two background tasks writing together would fail at random.
+            "TEST": {"NAME": "test_recipe.sqlite3"},
+        }
+    }
