@@ -22,7 +22,7 @@ from psycopg import sql
 
 PROJECT: Final = Path(__file__).resolve().parent / "django_recipe"
 PG: Final = "host=127.0.0.1 port=5432 user=postgres dbname=test"
-RECIPE_TESTS: Final = 5
+RECIPE_TESTS: Final = 6
 
 
 def _run_project(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:

@@ -66,14 +66,34 @@ def blocks(page: Path) -> list[Block]:
     return found
 
 
-# Runs one page's blocks in order in one namespace; compile() with the page's path and the
-# block's line numbers, so a traceback points into the page.
+# Runs one page's blocks in order in the namespace of __main__ (so functions they define
+# can be found by import path, as Django's Tasks framework does); compile() with the page's
+# path and the block's line numbers, so a traceback points into the page.
 CHILD: Final = """
 import json, sys
-ns = {"__name__": "__main__"}
+import __main__
 for block in json.load(sys.stdin):
-    exec(compile("\\n" * block["line"] + block["code"], block["page"], "exec"), ns)
+    exec(compile("\\n" * block["line"] + block["code"], block["page"], "exec"), __main__.__dict__)
 """
+
+# The Django page is read as in a configured project: this runs first, as manage.py would
+# (an in-memory database, loopkeeper's app, and LoopkeeperBackend as the Tasks backend).
+DJANGO_PROJECT: Final = """
+import django
+from django.conf import settings
+
+settings.configure(
+    SECRET_KEY="docs",
+    INSTALLED_APPS=["loopkeeper.contrib.django"]
+    + (["django_tasks"] if django.VERSION < (6, 0) else []),
+    DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+    TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
+    ROOT_URLCONF=[],
+    USE_TZ=True,
+)
+django.setup()
+"""
+PRELUDES: Final = {"django.md": DJANGO_PROJECT}
 
 
 def _pages_with_code() -> list[Path]:
@@ -89,6 +109,8 @@ def test_every_python_block_of_the_page_runs(page: Path, tmp_path: Path) -> None
         for b in blocks(page)
         if b.not_run is None
     ]
+    if page.name in PRELUDES:
+        runnable.insert(0, {"page": "<prelude>", "line": 0, "code": PRELUDES[page.name]})
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(

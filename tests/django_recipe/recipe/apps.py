@@ -7,7 +7,7 @@ from django.apps import AppConfig
 import loopkeeper
 
 
-class RecipeConfig(AppConfig):  # type: ignore[misc]  # Django ships no types
+class RecipeConfig(AppConfig):
     name = "recipe"
 
     def ready(self) -> None:

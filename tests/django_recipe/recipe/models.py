@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.db import models
 
 
-class Signup(models.Model):  # type: ignore[misc]  # Django ships no types
-    email = models.CharField(max_length=100)
+class Signup(models.Model):
+    email: models.CharField[str, str] = models.CharField(max_length=100)
 
 
-class Mail(models.Model):  # type: ignore[misc]
-    to = models.CharField(max_length=100)
-    kind = models.CharField(max_length=20)
+class Mail(models.Model):
+    to: models.CharField[str, str] = models.CharField(max_length=100)
+    kind: models.CharField[str, str] = models.CharField(max_length=20)

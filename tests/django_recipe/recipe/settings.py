@@ -7,11 +7,13 @@ import os
 SECRET_KEY = "the-recipe-project"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver"]
-INSTALLED_APPS = ["recipe.apps.RecipeConfig"]
+INSTALLED_APPS = ["loopkeeper.contrib.django", "recipe.apps.RecipeConfig"]
+LOOPKEEPER = {"SHUTDOWN_TIMEOUT": 5}  # the fixture's runners take these options too
 ROOT_URLCONF = "recipe.urls"
 USE_TZ = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+DATABASES: dict[str, dict[str, object]]
 if os.environ.get("RECIPE_DB", "sqlite") == "postgresql":
     DATABASES = {
         "default": {

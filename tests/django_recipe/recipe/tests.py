@@ -18,7 +18,7 @@ def _kinds() -> list[str]:
 
 @pytest.mark.usefixtures("loopkeeper_runner")
 @pytest.mark.loopkeeper(eager=True)
-class EagerInTestCase(TestCase):  # type: ignore[misc]  # Django ships no types
+class EagerInTestCase(TestCase):
     """TestCase with eager mode: the tasks run in the test's thread, in its transaction."""
 
     def test_tasks_see_and_write_the_test_transaction(self) -> None:
@@ -27,13 +27,18 @@ class EagerInTestCase(TestCase):  # type: ignore[misc]  # Django ships no types
         assert _kinds() == ["receipt", "welcome"]
         assert Mail.objects.filter(to="ada@example.org").count() == 2
 
+    def test_the_runner_has_the_project_settings(self) -> None:
+        runner = loopkeeper.get_runner()
+        assert runner.shutdown_timeout == 5  # LOOPKEEPER, applied by the app
+        assert runner.hooks is not None  # DjangoHooks, installed by RecipeConfig.ready()
+
     def test_what_the_tasks_wrote_was_rolled_back(self) -> None:
         assert Mail.objects.count() == 0
         assert Signup.objects.count() == 0
 
 
 @pytest.mark.usefixtures("loopkeeper_runner")
-class BackgroundInTestCase(TestCase):  # type: ignore[misc]
+class BackgroundInTestCase(TestCase):
     """TestCase without eager mode: why the recipe says eager (docs/testing.md)."""
 
     def test_a_worker_thread_cannot_see_the_test_transaction(self) -> None:
@@ -44,7 +49,7 @@ class BackgroundInTestCase(TestCase):  # type: ignore[misc]
 
 
 @pytest.mark.usefixtures("loopkeeper_runner")
-class BackgroundInTransactionTestCase(TransactionTestCase):  # type: ignore[misc]
+class BackgroundInTransactionTestCase(TransactionTestCase):
     """TransactionTestCase: the tasks run in the background and commit; drain() waits."""
 
     def test_tasks_commit_and_drain_waits_for_them(self) -> None:
