@@ -267,3 +267,23 @@ def test_the_testing_page_examples_pass_under_pytest(pytester: pytest.Pytester) 
     pytester.makepyfile(test_page=code)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=6)
+
+
+def test_nothing_points_outside_the_repository() -> None:
+    """No Markdown file of the repository links or refers to a path above its root (a
+    reader of a fresh clone could not follow it): no ``](../`` link from the root, none
+    that climbs out of ``docs/``, and no ``../shared`` anywhere."""
+    skip = {".venvs", "site", ".git", "node_modules"}
+    pages = [
+        page
+        for page in ROOT.rglob("*.md")
+        if not skip & set(page.relative_to(ROOT).parts) and ".pytest_cache" not in page.parts
+    ]
+    assert len(pages) > 10
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        depth = len(page.relative_to(ROOT).parts) - 1  # how many ../ stay inside
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            climbs = len(re.findall(r"(?:^|/)\.\.(?=/)", target))
+            assert climbs <= depth, f"{page.relative_to(ROOT)} links outside: {target}"
+        assert "../shared" not in text, f"{page.relative_to(ROOT)} refers to ../shared"
