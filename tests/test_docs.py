@@ -287,3 +287,13 @@ def test_nothing_points_outside_the_repository() -> None:
             climbs = len(re.findall(r"(?:^|/)\.\.(?=/)", target))
             assert climbs <= depth, f"{page.relative_to(ROOT)} links outside: {target}"
         assert "../shared" not in text, f"{page.relative_to(ROOT)} refers to ../shared"
+
+
+def test_the_api_reference_covers_every_public_name() -> None:
+    """docs/api.md has a ``::: loopkeeper.<name>`` entry for every name in
+    ``loopkeeper.__all__``: a new public name fails here until it is in the reference."""
+    import loopkeeper  # noqa: PLC0415  only this test needs it
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^::: loopkeeper\.(\w+)$", text, flags=re.MULTILINE))
+    assert set(loopkeeper.__all__) <= listed, set(loopkeeper.__all__) - listed
