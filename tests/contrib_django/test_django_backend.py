@@ -549,3 +549,17 @@ def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) 
     assert seen["deferred"] == ["READY", []]
     # The held task, and the deferred task's timer set-up, still waiting for the one slot.
     assert seen["cancelled"] == 2
+
+
+@pytest.mark.loopkeeper(eager=True)
+def test_run_after_under_the_eager_test_fixture_still_runs(
+    loopkeeper_runner: loopkeeper.Runner, finished: WaitFinished
+) -> None:
+    """With loopkeeper.testing's eager mode on, a deferred task is still armed on the
+    runner's loop (not on a throwaway eager loop, where its timer would never fire) and
+    runs at its time."""
+    run_after = timezone.now() + timedelta(milliseconds=50)
+    done = finished(tasks.add.using(run_after=run_after).enqueue(4, 4))
+    assert done.return_value == 8
+    assert done.started_at is not None
+    assert done.started_at >= run_after

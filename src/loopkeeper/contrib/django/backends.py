@@ -209,7 +209,9 @@ class LoopkeeperBackend(BaseTaskBackend):
         task_enqueued.send(job.sender, task_result=snapshot)
         try:
             if job.run_after is not None and job.run_after > now:
-                loopkeeper.submit(_arm_timer, job, name=f"{job.name} (run_after)")
+                # The default runner itself, never loopkeeper.submit(): loopkeeper.testing's
+                # eager mode would run the timer on a throwaway loop, where it never fires.
+                loopkeeper.get_runner().submit(_arm_timer, job, name=f"{job.name} (run_after)")
             else:
                 _admit(job)
         except BaseException:
