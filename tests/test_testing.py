@@ -307,3 +307,33 @@ def test_eager_carries_what_the_hooks_capture(monkeypatch: pytest.MonkeyPatch) -
         assert REQUEST_ID.get() == "req-7"
     finally:
         REQUEST_ID.reset(token)
+
+
+MARKER_MISUSE = """
+import pytest
+
+@pytest.mark.loopkeeper(True)
+def test_positional(loopkeeper_runner):
+    pass
+
+@pytest.mark.loopkeeper(eagr=True)
+def test_misspelt(loopkeeper_runner):
+    pass
+"""
+
+
+def test_marker_misuse_is_refused_naming_what_was_given(pytester: pytest.Pytester) -> None:
+    """A positional argument or an unknown keyword in ``@pytest.mark.loopkeeper`` fails
+    the test at setup with a TypeError naming it and the two options allowed."""
+    pytester.makepyfile(test_marker=MARKER_MISUSE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-q")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(
+        [
+            (
+                "*TypeError: @pytest.mark.loopkeeper takes the keyword arguments eager= and"
+                " expect_failed= only; got True"
+            ),
+            "*TypeError: *only; got eagr",
+        ]
+    )

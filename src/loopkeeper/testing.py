@@ -40,6 +40,7 @@ from ._validation import COROUTINE, check_name, check_optional_seconds, classify
 __all__ = ("adrain", "drain", "isolated_runner", "loopkeeper_runner")
 
 _DRAIN_TIMEOUT: Final = 10.0
+_MARKER_OPTIONS: Final = frozenset({"eager", "expect_failed"})
 
 
 def drain(timeout: float = _DRAIN_TIMEOUT, *, runner: Runner | None = None) -> None:
@@ -293,7 +294,12 @@ def loopkeeper_runner(request: pytest.FixtureRequest) -> Iterator[Runner]:
     """
     marker = request.node.get_closest_marker("loopkeeper")
     options: dict[str, Any] = {} if marker is None else dict(marker.kwargs)
-    if marker is not None and marker.args:
-        raise TypeError("@pytest.mark.loopkeeper takes keyword arguments only")
+    unknown = sorted(set(options) - _MARKER_OPTIONS)
+    if marker is not None and (marker.args or unknown):
+        got = ", ".join([*(repr(arg) for arg in marker.args), *unknown])
+        raise TypeError(
+            "@pytest.mark.loopkeeper takes the keyword arguments eager= and expect_failed= "
+            f"only; got {got}"
+        )
     with isolated_runner(**options) as runner:
         yield runner
