@@ -14,6 +14,7 @@ import pytest
 import loopkeeper
 import loopkeeper.testing
 from loopkeeper import Runner, TaskState
+from loopkeeper import _carry as loopkeeper_carry
 from loopkeeper.testing import adrain, drain, isolated_runner
 
 WAIT = 10.0
@@ -337,3 +338,24 @@ def test_marker_misuse_is_refused_naming_what_was_given(pytester: pytest.Pyteste
             "*TypeError: *only; got eagr",
         ]
     )
+
+
+def test_eager_carries_what_carry_names_and_knows_its_task(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A variable named by ``loopkeeper.carry()`` has the submitter's value in an eager
+    task, and a ``drain()`` inside the eager task does not wait for the task itself."""
+    monkeypatch.setattr(
+        loopkeeper.testing, "carried", lambda: loopkeeper_carry.Carried((REQUEST_ID,), frozenset())
+    )
+
+    def job() -> str:
+        drain(WAIT)  # its own handle is RUNNING meanwhile: it must not wait for it
+        return REQUEST_ID.get()
+
+    token = REQUEST_ID.set("req-8")
+    try:
+        with isolated_runner(eager=True):
+            assert loopkeeper.submit(job).result(0) == "req-8"
+    finally:
+        REQUEST_ID.reset(token)

@@ -31,8 +31,10 @@ from typing import Any, Final
 import anyio.to_thread
 import pytest
 
+from ._carry import carried
 from ._default import default_options, get_runner, swap_default
 from ._handles import TaskHandle, TaskState
+from ._hooks import capture
 from ._runner import Runner
 from ._threads import CURRENT_TASK
 from ._validation import COROUTINE, check_name, check_optional_seconds, classify
@@ -139,17 +141,17 @@ class _Session:
         # is counted, logged and refused (closed, overloaded) like any other.
         gate: concurrent.futures.Future[Any] = concurrent.futures.Future()
         try:
-            # What the runner's hooks carry from the submitter (Django: the language and
-            # time zone); their per-job database hygiene is left out, see the Testing page.
-            hooks = self.runner.hooks
-            carry = hooks.capture() if hooks is not None else None
+            # What loopkeeper.carry() named and the runner's hooks capture from the
+            # submitter (Django: the language and time zone); the hooks' per-job database
+            # hygiene is left out, see the Testing page.
+            carry = capture(carried(), self.runner.hooks)
             handle = self.runner.submit(_await_gate(gate), name=task_name)
         except BaseException:
             if kind is COROUTINE:
                 func.close()
             raise
         try:
-            value = _run_inline(func, args, carry, coroutine=kind is COROUTINE)
+            value = _run_inline(handle, func, args, carry, coroutine=kind is COROUTINE)
         except BaseException as exc:  # the task's outcome, as on the runner
             gate.set_exception(exc)
             if isinstance(exc, KeyboardInterrupt):  # Ctrl-C during the test: stop the test
@@ -166,15 +168,22 @@ async def _await_gate(gate: concurrent.futures.Future[Any]) -> Any:
 
 
 def _run_inline(
-    func: Any, args: tuple[Any, ...], carry: Callable[[], object] | None, *, coroutine: bool
+    handle: TaskHandle[Any],
+    func: Any,
+    args: tuple[Any, ...],
+    carry: Callable[[], object] | None,
+    *,
+    coroutine: bool,
 ) -> Any:
     """Run one task's work in this thread, in a fresh context; return its value.
 
-    As on the runner: ``carry`` (what the hooks captured at submit) runs first in that
-    context, and an async function's coroutine, or a coroutine that a sync callable
-    returns, is awaited.
+    As on the runner: the context knows its task (``handle``: a ``drain()`` inside does
+    not wait for itself, a carried span ends with it), ``carry`` (what was captured at
+    submit) runs first in it, and an async function's coroutine, or a coroutine that a
+    sync callable returns, is awaited.
     """
     context = contextvars.Context()
+    context.run(CURRENT_TASK.set, handle)
     if carry is not None:
         context.run(carry)
     value = func if coroutine else context.run(func, *args)
