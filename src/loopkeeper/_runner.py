@@ -63,6 +63,7 @@ from ._handles import (
 from ._hooks import Hooks, failure_hint, within_task
 from ._loop_thread import LoopThread
 from ._threads import (
+    CARRIED,
     CURRENT_TASK,
     THREADS_REFUSED_AT_EXIT,
     Outcome,
@@ -125,6 +126,12 @@ def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
 
 def _wait_event(event: threading.Event, deadline: float) -> bool:
     return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
+
+
+def _carry_into_task(carry: Callable[[], object]) -> None:
+    """In the task's context: apply what its hooks captured, and keep it for its threads."""
+    CARRIED.set(carry)
+    carry()
 
 
 async def _refuse_default_executor_shutdown(timeout: float | None = None) -> None:
@@ -646,7 +653,7 @@ class Runner:
             if carry is not None:
                 handle._carry = None
                 try:
-                    context.run(carry)
+                    context.run(_carry_into_task, carry)
                 except BaseException as exc:  # noqa: BLE001  fails this task, not the batch
                     close_if_coroutine(func)
                     self._settle_failed_on_loop(handle, exc)

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ACK_TIMEOUT",
+    "CARRIED",
     "CURRENT_TASK",
     "THREADS_REFUSED_AT_EXIT",
     "Outcome",
@@ -82,6 +83,14 @@ THREADS_REFUSED_AT_EXIT: Final = (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2
 # setting it there makes it task-local; copied contexts carry it into other threads.
 CURRENT_TASK: contextvars.ContextVar[TaskHandle[Any] | None] = contextvars.ContextVar(
     "loopkeeper_current_task", default=None
+)
+
+# What the task's hooks carried (``Hooks.capture()``'s function), set in the task's
+# context: it runs again at the start of each job of the task, because some context-local
+# storage (asgiref's ``Local``, which holds Django's language and time zone) is tagged with
+# the thread that set it, so a copied context alone does not carry it into a thread.
+CARRIED: contextvars.ContextVar[Callable[[], object] | None] = contextvars.ContextVar(
+    "loopkeeper_carried", default=None
 )
 
 _local = threading.local()  # .token: the Token of the job this worker runs now
@@ -499,11 +508,19 @@ def call_in(
     context: contextvars.Context, func: Callable[..., Any], args: tuple[Any, ...]
 ) -> Outcome:
     """Worker thread.  ``func(*args)`` in ``context`` (a copy of the owning task's, taken
-    where the job was submitted: the thread sees what the task set); never raises."""
+    where the job was submitted: the thread sees what the task set, and what its hooks
+    carried is applied again first); never raises."""
     try:
-        return (context.run(func, *args), None)
+        return (context.run(_carried_call, func, args), None)
     except BaseException as exc:  # noqa: BLE001  the caller re-raises it in the task
         return (None, exc)
+
+
+def _carried_call(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    carry = CARRIED.get()
+    if carry is not None:
+        carry()
+    return func(*args)
 
 
 async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T:

@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 import django
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import loopkeeper
 from loopkeeper.contrib.django._tasks_compat import (
@@ -41,6 +42,7 @@ from loopkeeper.contrib.django._tasks_compat import (
     task_started,
 )
 from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBackend
+from loopkeeper.contrib.django.hygiene import DjangoHooks
 
 from . import tasks
 from .conftest import BACKEND, WaitFinished
@@ -212,6 +214,20 @@ def test_any_exception_fails_the_task_with_path_and_traceback(
     assert errors[0].exc_info is not None
     assert errors[0].exc_info[0] is exception
     assert finished(tasks.add.enqueue(1, 1)).return_value == 2  # the runner lives on
+
+
+@pytest.mark.parametrize("task", [tasks.locale_now, tasks.alocale_now], ids=["sync", "async"])
+def test_task_runs_in_default_language_and_time_zone(task: Any, finished: WaitFinished) -> None:
+    """A Django task runs with the default language and time zone, as a worker process
+    of a multi-process backend runs it, whatever the enqueuer had active."""
+    with translation.override("fr"), timezone.override("Asia/Tokyo"):
+        result = task.enqueue()
+    assert finished(result).return_value == [settings.LANGUAGE_CODE, settings.TIME_ZONE]
+
+
+def test_default_runner_has_djangos_hooks() -> None:
+    """The app gave the default runner DjangoHooks (database hygiene and the rest)."""
+    assert isinstance(loopkeeper.get_runner().hooks, DjangoHooks)
 
 
 def test_takes_context_gets_the_running_result(finished: WaitFinished) -> None:
@@ -498,7 +514,8 @@ settings.configure(
 )
 django.setup()
 import loopkeeper
-from django.utils import timezone
+from django.conf import settings
+from django.utils import timezone, translation
 from loopkeeper.contrib.django._tasks_compat import task
 
 started = threading.Event()

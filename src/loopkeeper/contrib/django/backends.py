@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import loopkeeper
 
@@ -439,8 +439,17 @@ def _settle_failed(
         return _snapshot(result)
 
 
+def _as_in_a_worker() -> None:
+    """The default language and time zone, as a worker process of any other backend
+    runs a task (``loopkeeper.submit()`` carries the submitter's; a Django task does not,
+    so that the same task code behaves the same on a multi-process backend)."""
+    translation.deactivate()
+    timezone.deactivate()
+
+
 def _run_sync(job: _Job) -> None:
     """Worker thread: the whole life of a sync task."""
+    _as_in_a_worker()
     try:
         snapshot = _start(job)
         task_started.send(job.sender, task_result=snapshot)
@@ -454,6 +463,7 @@ def _run_sync(job: _Job) -> None:
 
 async def _run_async(job: _Job) -> None:
     """Loop thread: an async task; its signals go out from a worker thread."""
+    _as_in_a_worker()
     try:
         snapshot = _start(job)
         await loopkeeper.run_in_thread(_send, task_started, job.sender, snapshot, None)
