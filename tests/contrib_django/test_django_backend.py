@@ -269,6 +269,23 @@ def test_log_lines_are_exactly_those_of_djangos_backends(
     assert not any("NoneType" in r.getMessage() or r.exc_info for r in lines)
 
 
+@pytest.mark.parametrize("task", [tasks.fail, tasks.afail], ids=["sync", "async"])
+def test_failed_task_log_lines_are_exactly_those_of_djangos_backends(
+    task: Any, finished: WaitFinished, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed task also gets exactly three lines: enqueued, state=RUNNING, and
+    state=FAILED at ERROR with the task's exception as its traceback."""
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        result = task.enqueue("ValueError", "This task failed due to ValueError")
+        finished(result)
+    lines = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert [r.levelno for r in lines] == [logging.DEBUG, logging.INFO, logging.ERROR]
+    assert lines[1].getMessage().endswith("state=RUNNING")
+    assert lines[2].getMessage().endswith("state=FAILED")
+    assert lines[2].exc_info is not None
+    assert str(lines[2].exc_info[1]) == "This task failed due to ValueError"
+
+
 def test_task_enqueued_is_sent_before_the_task_can_start(finished: WaitFinished) -> None:
     """``task_enqueued`` reaches its receivers while the result is READY and before
     ``task_started``, for every task of a burst."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.apps import AppConfig
 from django.core import checks
 
@@ -12,6 +14,10 @@ from ._settings import read_settings
 from .hygiene import DjangoHooks
 
 __all__ = ("LoopkeeperConfig",)
+
+# For the one start-up warning below.  Servers never run system checks, and the uWSGI
+# trap only shows inside uWSGI, so it is logged there as well (Django's LOGGING sees it).
+_stdlib = logging.getLogger("loopkeeper.django")
 
 
 class LoopkeeperConfig(AppConfig):
@@ -37,6 +43,8 @@ class LoopkeeperConfig(AppConfig):
         checks.register(loopkeeper_checks.check_settings)
         checks.register(loopkeeper_checks.check_uwsgi, checks.Tags.compatibility)
         checks.register(loopkeeper_checks.check_python, checks.Tags.compatibility)
+        for warning in loopkeeper_checks.check_uwsgi():
+            _stdlib.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
         read = read_settings()
         # With a bad setting (loopkeeper.E001 reports it) none of LOOPKEEPER is applied,
         # but the hooks are: database hygiene is not optional.
