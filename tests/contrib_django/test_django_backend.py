@@ -518,7 +518,6 @@ def test_on_commit_enqueues_after_commit(finished: WaitFinished) -> None:
 _SHUTDOWN_SCRIPT = """
 import asyncio, json, threading
 from datetime import timedelta
-from pathlib import Path
 import django
 from django.conf import settings
 
@@ -526,13 +525,12 @@ settings.configure(
     INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
     USE_TZ=True,
     LOGGING_CONFIG=None,
-    LOOPKEEPER={"MAX_CONCURRENCY": 1},
+    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 3},
     TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
 )
 django.setup()
 import loopkeeper
-from django.conf import settings
-from django.utils import timezone, translation
+from django.utils import timezone
 from loopkeeper.contrib.django._tasks_compat import task
 
 started = threading.Event()
@@ -546,13 +544,21 @@ async def hold() -> None:
 def waiting() -> None:
     pass
 
+def refused() -> str:
+    try:
+        waiting.enqueue()
+    except Exception as exc:
+        return type(exc).__name__
+    return "accepted"
+
 held = hold.enqueue()
-queued = waiting.enqueue()
+queued = [waiting.enqueue(), waiting.enqueue()]
+out = {"over_max_pending": refused()}  # 1 running + 2 waiting: the limit of 3
 deferred = waiting.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
 assert started.wait(10)
 report = loopkeeper.shutdown(timeout=0.2)
-out = {}
-for label, result in [("held", held), ("queued", queued), ("deferred", deferred)]:
+out["after_shutdown"] = refused()
+for label, result in [("held", held), ("queued", queued[1]), ("deferred", deferred)]:
     result.refresh()
     out[label] = [str(result.status), [e.exception_class_path for e in result.errors]]
 out["cancelled"] = report.cancelled
@@ -560,10 +566,11 @@ print(json.dumps(out))
 """
 
 
-def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) -> None:
-    """At shutdown, a running task the runner cancels is FAILED with CancelledError, a
-    task still waiting for a slot is FAILED with RunnerClosedError, and a deferred task
-    whose time has not come stays READY (it lived in this process only)."""
+def test_overload_and_shutdown_show_in_enqueue_and_results(tmp_path: Path) -> None:
+    """Over MAX_PENDING, ``enqueue`` raises OverloadedError.  At shutdown, a running task
+    the runner cancels is FAILED with CancelledError, a task still waiting for a slot is
+    FAILED with RunnerClosedError, a deferred task whose time has not come stays READY
+    (it lived in this process only), and a later ``enqueue`` raises RunnerClosedError."""
     extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
     script = tmp_path / "shutdown_tasks.py"
     script.write_text(_SHUTDOWN_SCRIPT.replace("EXTRA_APPS", extra))
@@ -581,5 +588,7 @@ def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) 
     assert seen["held"] == ["FAILED", ["asyncio.exceptions.CancelledError"]]
     assert seen["queued"] == ["FAILED", ["loopkeeper.RunnerClosedError"]]
     assert seen["deferred"] == ["READY", []]
+    assert seen["over_max_pending"] == "OverloadedError"
+    assert seen["after_shutdown"] == "RunnerClosedError"
     # The held task, and the deferred task's timer set-up, still waiting for the one slot.
     assert seen["cancelled"] == 2
