@@ -23,21 +23,21 @@ signals are sent from a worker thread either way (receivers may use the ORM), so
 async task's two signals cost it two short trips to a worker thread.
 
 Life of a task: ``enqueue`` validates it, records its ``TaskResult`` (READY), sends
-``task_enqueued`` and only then hands it on, so the signal always comes before the
-task can start.  A task due later (``run_after``) waits on a timer of the loop, holding no
+``task_enqueued`` and only then hands it on, so the signal always comes before the task
+can start. A task due later (``run_after``) waits on a timer of the loop, holding no
 concurrency slot (setting the timer is a tiny runner task of its own, named
-``<module path> (run_after)``).  Under the runner's ``MAX_CONCURRENCY`` the gate lets at most that many
-of this module's tasks into the runner at once and keeps the rest in a heap, highest
-``priority`` first, then first come first served; without the limit nothing waits.  The
+``<module path> (run_after)``). Under the runner's ``MAX_CONCURRENCY`` the gate lets at most that
+many of this module's tasks into the runner at once and keeps the rest in a heap, highest
+``priority`` first, then first come first served; without the limit nothing waits. The
 task then runs: RUNNING (``task_started``), then SUCCESSFUL or FAILED (``task_finished``;
 a failure is sent from inside the exception handler, so Django's ERROR line carries the
-traceback).  Anything the task raises fails it, ``SystemExit`` and ``KeyboardInterrupt``
+traceback). Anything the task raises fails it, ``SystemExit`` and ``KeyboardInterrupt``
 included (there is no caller to hand them to); so does a return value that is not JSON
-(``TypeError``, as in Django's own backends).  A task runs in the default language and
-time zone, as a worker process of a multi-process backend would run it.  A task the runner cancels (at shutdown) is
-FAILED with the ``CancelledError``; a task that never started because the runner closed
-is FAILED with ``RunnerClosedError``; a deferred task whose time had not come when the
-process ended never runs (its result stays READY).
+(``TypeError``, as in Django's own backends). A task runs in the default language and time
+zone, as a worker process of a multi-process backend would run it. A task the runner
+cancels (at shutdown) is FAILED with the ``CancelledError``; a task that never started
+because the runner closed is FAILED with ``RunnerClosedError``; a deferred task whose time
+had not come when the process ended never runs (its result stays READY).
 
 Results: ``get_result`` answers for tasks of this process only, the newest
 ``MAX_RESULTS`` per alias (oldest dropped first, finished or not); each call returns a
