@@ -251,8 +251,10 @@ def test_same_tasks_run_unchanged_on_a_distributed_engine_by_its_own_worker(
     try:
         fetched = site.demo(engine, "results", *ids, "--wait", str(RESULT_DEADLINE))
     finally:
-        returncode = stop(worker)
-        print(f"{engine} worker log:\n{log.read_text(errors='replace')}")  # shown on failure
+        try:
+            returncode = stop(worker)
+        finally:
+            print(f"{engine} worker log:\n{log.read_text(errors='replace')}")  # shown on failure
 
     assert fetched["pid"] != enqueued["pid"]
     assert outcomes(fetched) == [(path, "SUCCESSFUL", value) for path, value in EXPECTED]
