@@ -46,6 +46,7 @@ PUBLIC_NAMES: Final = (
     "TaskTimeoutError",
     "ThreadInfo",
     "cancel",
+    "carry",
     "check_cancelled",
     "configure",
     "get_runner",
@@ -218,7 +219,7 @@ VALUE_FIELDS: Final = {
         "loop_lag",
     ),
     "ShutdownReport": ("completed", "cancelled", "abandoned", "duration", "threads"),
-    "TaskInfo": ("id", "name", "state", "age", "thread"),
+    "TaskInfo": ("id", "name", "state", "age", "thread", "submitted_from", "stack"),
     "ThreadInfo": ("name", "task_id", "task_name", "age", "state"),
 }
 

@@ -10,6 +10,7 @@
     report = loopkeeper.shutdown(timeout=10)   # normally done for you at exit
 """
 
+from ._carry import carry as carry
 from ._default import cancel as cancel
 from ._default import configure as configure
 from ._default import get_runner as get_runner
@@ -48,6 +49,7 @@ __all__ = (
     "TaskTimeoutError",
     "ThreadInfo",
     "cancel",
+    "carry",
     "check_cancelled",
     "configure",
     "get_runner",

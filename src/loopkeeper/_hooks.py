@@ -32,7 +32,7 @@ from typing import Any
 
 from . import _logging
 
-__all__ = ("Hooks", "failure_hint", "thread_exiting", "within_task", "within_thread_job")
+__all__ = ("Hooks", "capture", "failure_hint", "thread_exiting", "within_task", "within_thread_job")
 
 
 class Hooks:
@@ -87,6 +87,20 @@ class Hooks:
             The hint, added to the ``task_failed`` line as ``hint=``, or None.
         """
         return None
+
+
+def capture(first: Hooks | None, second: Hooks | None) -> Callable[[], object] | None:
+    """Submitting thread.  Both hooks' ``capture()``, as one function (or None)."""
+    one = first.capture() if first is not None else None
+    two = second.capture() if second is not None else None
+    if one is None or two is None:
+        return one or two
+
+    def both() -> None:
+        one()
+        two()
+
+    return both
 
 
 def _hook_failed(hook: str, exc: BaseException) -> None:

@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,7 @@ from typing import Any, Final, TypeVar, final, overload
 from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import _logging
+from ._carry import carried
 from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
 from ._handles import (
     ABANDONED,
@@ -60,7 +62,7 @@ from ._handles import (
     ThreadInfo,
     cancel_handle,
 )
-from ._hooks import Hooks, failure_hint, within_task
+from ._hooks import Hooks, capture, failure_hint, within_task
 from ._loop_thread import LoopThread
 from ._threads import (
     CARRIED,
@@ -95,6 +97,8 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 GRACE: Final = 1.0  # seconds a shutdown gives cancelled tasks to end, after its deadline
+# Modules whose frames submitted_from skips, to name the user's call.
+_INTERNAL: Final = ("loopkeeper.", "django.tasks.", "django_tasks.")
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
@@ -122,6 +126,16 @@ def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
     named = ", ".join(f"{h.id} {h.name!r}" for h in handles[:_MANIFEST_CAP])
     more = len(handles) - _MANIFEST_CAP
     return f"{named}, and {more} more" if more > 0 else named
+
+
+def _describe_stacks(abandoned: tuple[TaskInfo, ...]) -> str:
+    """Where each abandoned task came from and where it was, for shutdown_incomplete."""
+    never = "  (it never started)\n"
+    return "\n".join(
+        f"task {info.id} {info.name!r} submitted from {info.submitted_from or '?'}:\n"
+        f"{info.stack or never}"
+        for info in abandoned[:_MANIFEST_CAP]
+    )
 
 
 def _wait_event(event: threading.Event, deadline: float) -> bool:
@@ -342,9 +356,10 @@ class Runner:
             raise
         self._check_process(func)
         carry = None
-        if self.hooks is not None:
+        hooks, extra = self.hooks, carried()
+        if hooks is not None or extra is not None:
             try:
-                carry = self.hooks.capture()
+                carry = capture(extra, hooks)
             except BaseException:
                 close_if_coroutine(func)
                 raise
@@ -360,6 +375,14 @@ class Runner:
         # every transition, so the less this thread holds it, the less the loop waits.
         handle: TaskHandle[Any] = TaskHandle(self, 0, task_name, kind, func, args, seconds)
         handle._carry = carry
+        # Where it came from, for reports and tasks(): the first frame outside loopkeeper
+        # (and Django's Tasks framework, which calls us for its enqueue()).  A code object
+        # and a line, not the frame: a frame would keep the caller's locals alive.
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(_INTERNAL):
+            frame = frame.f_back
+        if frame is not None:
+            handle._from = (frame.f_code, frame.f_lineno)
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -444,6 +467,34 @@ class Runner:
         """
         self._check_process()
         return self._pool.infos()
+
+    def tasks(self) -> tuple[TaskInfo, ...]:
+        """The unfinished tasks now, oldest first.  Any thread.
+
+        Each ``TaskInfo`` gives the task's id, name, state (``PENDING`` or ``RUNNING``),
+        age, the thread running it (a sync task) and ``submitted_from``: where the
+        ``submit()`` call was.  ``stack`` is None here (only a shutdown report takes the
+        stacks of what it left behind).  For a status page, or to find what is stuck::
+
+            for info in runner.tasks():
+                print(info.id, info.name, info.state.name, f"{info.age:.0f}s", info.submitted_from)
+        """
+        self._check_process()
+        with self._ledger.lock:
+            handles = list(self._ledger.unfinished.values())
+        now = time.monotonic()
+        return tuple(
+            TaskInfo(
+                id=h.id,
+                name=h.name,
+                state=h._state,
+                age=now - h._submitted_at,
+                thread=h._thread_name,
+                submitted_from=h._submitted_from(),
+            )
+            for h in handles
+            if not h._state._final
+        )
 
     def shutdown(
         self, timeout: float | None = None, *, cancel_remaining: bool = True
@@ -580,7 +631,7 @@ class Runner:
     def _log_cancelled(self, handle: TaskHandle[Any]) -> None:
         self._log_task(_logging.INFO, "task_cancelled", handle, by_shutdown=handle._by_shutdown)
 
-    def _describe_blocker(self) -> tuple[int, str] | None:
+    def _describe_blocker(self) -> tuple[int, str, str | None] | None:
         """Watchdog thread.  The task the loop thread is running now, if it is one of ours."""
         loop = self._loop_thread.loop
         task = asyncio.current_task(loop) if loop is not None else None
@@ -590,7 +641,7 @@ class Runner:
             handles = list(self._ledger.unfinished.values())
         for handle in handles:
             if handle._task is task:
-                return handle.id, handle.name
+                return handle.id, handle.name, handle._submitted_from()
         return None
 
     def _on_loop_started(self) -> None:
@@ -950,9 +1001,27 @@ class Runner:
                     state=ABANDONED,
                     age=now - handle._submitted_at,
                     thread=thread,
+                    submitted_from=handle._submitted_from(),
+                    stack=self._stack_of(handle),
                 )
             )
         return tuple(infos)
+
+    def _stack_of(self, handle: TaskHandle[Any]) -> str | None:
+        """Any thread.  Where ``handle`` is now, innermost frame last: its worker thread's
+        frames if a thread runs it, else its coroutine's; None if it never started."""
+        stack = self._pool.stack_of(handle)
+        if stack is not None:
+            return stack
+        task = handle._task
+        if task is None:
+            return None
+        try:
+            frames = task.get_stack()
+        except RuntimeError:  # pragma: no cover  the coroutine changed while we read it
+            return None
+        summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+        return "".join(summary.format())
 
     def _log_report(self, report: ShutdownReport) -> None:
         if report.clean:
@@ -973,4 +1042,5 @@ class Runner:
             abandoned=len(report.abandoned),
             threads=len(report.threads),
             report=repr(report),
+            stacks=_describe_stacks(report.abandoned),
         )

@@ -41,6 +41,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
@@ -254,6 +255,18 @@ class WorkerPool:
         with self._lock:
             running = sorted(self._running.values(), key=lambda r: r.since)
         return tuple(r.info(now) for r in running if _owner_id(r.token) not in exempt)
+
+    def stack_of(self, owner: TaskHandle[Any]) -> str | None:
+        """The stack of the thread running a job of ``owner`` now (innermost frame last),
+        or None if none does.  Read while the job holds the thread, so its ident is live."""
+        frames = sys._current_frames()
+        with self._lock:
+            idents = [i for i, r in self._running.items() if r.token.owner is owner]
+        for ident in idents:
+            frame = frames.get(ident)
+            if frame is not None:
+                return "".join(traceback.format_stack(frame))
+        return None
 
     def cancel_all(self, exempt: frozenset[int] = frozenset()) -> None:
         """Set the token of every running job (but those of tasks in ``exempt``)."""
