@@ -153,6 +153,7 @@ def redis_jobs(site: Site) -> Iterator[list[str]]:
         keys += [key for job in job_ids for key in client.scan_iter(match=f"rq:*{job}*")]
         if keys:
             client.delete(*keys)
+        client.srem("rq:queues", f"rq:queue:{site.queue}")  # RQ's registry of queue names
         client.close()
 
 
