@@ -177,6 +177,18 @@ class Event:
     fields: frozenset[str]  # "exc_info" means: with a traceback; all fields of all call sites
 
 
+def _levels(node: ast.expr) -> list[str]:
+    """The levels a level argument can be: ``_logging.INFO``, or ``A if cond else B`` of
+    two such (in LEVELS order); [] for anything else."""
+    if isinstance(node, ast.Attribute) and node.attr in LEVELS:
+        return [node.attr]
+    if isinstance(node, ast.IfExp):
+        one, other = _levels(node.body), _levels(node.orelse)
+        if one and other:
+            return [level for level in LEVELS if level in one or level in other]
+    return []
+
+
 def events_in_code() -> dict[str, Event]:
     """Every event the code emits, read from the source: level, logger and fields."""
     found: dict[str, Event] = {}
@@ -198,18 +210,17 @@ def events_in_code() -> dict[str, Event]:
                 continue
             where = f"{path.relative_to(ROOT)}:{node.lineno}"
             level = node.args[0]
-            if name == "log" and not (isinstance(level, ast.Attribute) and level.attr in LEVELS):
+            if name == "log" and not _levels(level):
                 continue  # some other .log() (a stdlib logger's, with a computed level)
             assert len(node.args) >= 2, f"{where}: an event needs a name"
             event = node.args[1]
             literal = isinstance(event, ast.Constant) and isinstance(event.value, str)
             assert literal, f"{where}: a literal event name, so the catalogue can list it"
             assert isinstance(event, ast.Constant)
-            known = isinstance(level, ast.Attribute) and level.attr in LEVELS
-            assert known, f"{where}: the level must be a literal DEBUG/INFO/WARNING/ERROR"
-            assert isinstance(level, ast.Attribute)
+            levels = _levels(level)
+            assert levels, f"{where}: the level must be DEBUG/INFO/WARNING/ERROR, or a choice"
             fields = frozenset([*EMITTERS[name], *(k.arg for k in node.keywords if k.arg)])
-            new = Event(str(event.value), level.attr, logger, fields)
+            new = Event(str(event.value), "/".join(levels), logger, fields)
             old = found.setdefault(new.name, new)
             # One event from several places: one level and logger; the fields are all of
             # theirs (the catalogue says when an optional one is there).
@@ -221,7 +232,7 @@ def events_in_code() -> dict[str, Event]:
 
 
 CATALOGUE_ROW: Final = re.compile(
-    r"^\| `(?P<name>\w+)` \| (?P<level>[A-Z]+) \| `(?P<logger>[\w.]+)` \| (?P<fields>[^|]*) \|"
+    r"^\| `(?P<name>\w+)` \| (?P<level>[A-Z/]+) \| `(?P<logger>[\w.]+)` \| (?P<fields>[^|]*) \|"
 )
 
 
