@@ -1,16 +1,10 @@
-"""Installs loopkeeper's Django hooks on the default runner, as docs/django.md says."""
+"""The project's app.  loopkeeper's own app (first in INSTALLED_APPS) applies LOOPKEEPER and
+installs DjangoHooks on the default runner; nothing loopkeeper-specific happens here."""
 
 from __future__ import annotations
 
 from django.apps import AppConfig
 
-import loopkeeper
-
 
 class RecipeConfig(AppConfig):
     name = "recipe"
-
-    def ready(self) -> None:
-        from loopkeeper.contrib.django.hygiene import DjangoHooks  # noqa: PLC0415  after setup
-
-        loopkeeper.configure(hooks=DjangoHooks())
