@@ -804,8 +804,9 @@ class Runner:
     ) -> ShutdownReport:
         """Any thread but the loop's.  The one shutdown; later calls get its report.
 
-        A ``KeyboardInterrupt`` (a second Ctrl-C) at any step skips to the report: what
-        is unfinished is abandoned, the report is made and logged, then the interrupt is
+        A ``KeyboardInterrupt`` (a second Ctrl-C) or a ``SystemExit`` (a server's abort
+        handler, such as gunicorn's on SIGABRT) at any step skips to the report: what is
+        unfinished is abandoned, the report is made and logged, then the interruption is
         raised again.
         """
         with self._shutdown_lock:
@@ -813,12 +814,12 @@ class Runner:
                 return self._report
             begun = time.monotonic()
             waited: list[TaskHandle[Any]] = []
-            interrupted = False
+            interrupted: KeyboardInterrupt | SystemExit | None = None
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
                 self._drain(waited, begun + timeout, cancel_remaining, exempt)
-            except KeyboardInterrupt:
-                interrupted = True
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = exc
             abandoned = self._abandon(waited)
             self._report = report = ShutdownReport(
                 completed=sum(
@@ -837,10 +838,10 @@ class Runner:
                     self._stop(begun + timeout + GRACE, join=not exempt)
                 else:  # left running: keep them referenced; stop once they have ended
                     self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
-            except KeyboardInterrupt:
-                interrupted = True
-            if interrupted:
-                raise KeyboardInterrupt
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = interrupted or exc
+            if interrupted is not None:
+                raise interrupted
             return report
 
     def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:

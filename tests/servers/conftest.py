@@ -1,0 +1,46 @@
+"""Fixtures for the real-server tests: a migrated database per test, and a ``serve``
+that starts a server on it and ends every process it started."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from ._harness import Served, end, migrate, skip_unless_wanted, start
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals by PID")
+
+
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The site's database, migrated once per session; each test gets a copy."""
+    skip_unless_wanted()
+    directory = tmp_path_factory.mktemp("site-template")
+    migrate(directory)
+    return directory / "db.sqlite3"
+
+
+class Serve(Protocol):
+    def __call__(self, command: list[str], *, name: str, **env: str) -> Served: ...
+
+
+@pytest.fixture
+def serve(migrated: Path, tmp_path: Path) -> Iterator[Serve]:
+    """Start a server on the test's own copy of the database (``{port}`` in the command
+    is its port); every process started is ended by PID after the test."""
+    shutil.copy(migrated, tmp_path / "db.sqlite3")
+    started: list[Served] = []
+
+    def serve_(command: list[str], *, name: str, **env: str) -> Served:
+        served = start(command, tmp_path, name=name, env=env)
+        started.append(served)
+        return served
+
+    yield serve_
+    for served in started:
+        end(served.process)
