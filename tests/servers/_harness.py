@@ -66,6 +66,11 @@ def python_m(*args: str) -> list[str]:
     return [sys.executable, "-c", LAUNCH, "-m", *args]
 
 
+def python_script(*args: str) -> list[str]:
+    """``python <script> <args>`` with SIGINT restored to its default first."""
+    return [sys.executable, "-c", LAUNCH, *args]
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

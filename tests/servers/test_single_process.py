@@ -1,0 +1,108 @@
+"""Single-process servers: waitress, uvicorn (Django's ASGI handler) and ``runserver``.
+
+Each serves the test site; the jobs its requests queue write their rows only once
+loopkeeper's drain has begun (see ``_harness``), so every row proves the drain waited.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ._harness import python_m, python_script, require
+
+if TYPE_CHECKING:
+    from .conftest import Serve
+
+KEYS = ["k0", "k1"]
+
+
+def waitress() -> list[str]:
+    require("waitress")
+    return python_m(
+        "loopkeeper.contrib.waitress", "--listen=127.0.0.1:{port}", "lktest_site.wsgi:application"
+    )
+
+
+def runserver(*args: str) -> list[str]:
+    require("django")
+    return python_script("manage.py", "runserver", *args, "127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
+def test_waitress_through_contrib_waitress_drains_on_sigterm_and_sigint(
+    serve: Serve, sig: signal.Signals
+) -> None:
+    """``python -m loopkeeper.contrib.waitress``: SIGTERM stops waitress as Ctrl-C does
+    (it closes, then the interpreter exits), so the exit hook drains every job."""
+    served = serve(waitress(), name="waitress")
+    served.wait_ready()
+    for key in KEYS:
+        served.queue(key)
+    assert served.stop(sig) == 0, served.text()
+    served.assert_all_written(KEYS)
+
+
+def test_plain_waitress_sigterm_loses_the_work_without_a_line(serve: Serve) -> None:
+    """Why the launcher exists: plain ``waitress-serve`` has no SIGTERM handler, so the
+    process dies of the signal, no exit hook runs and the jobs are lost silently.  If
+    waitress changes this, this test fails and the README's table needs a new row."""
+    require("waitress")
+    served = serve(
+        python_m("waitress", "--listen=127.0.0.1:{port}", "lktest_site.wsgi:application"),
+        name="waitress",
+    )
+    served.wait_ready()
+    served.queue("lost", after=60)
+    assert served.stop(signal.SIGTERM) == -signal.SIGTERM, served.text()
+    assert "shutdown_started" not in served.text()
+    assert served.rows() == {}
+
+
+def test_waitress_killed_during_the_drain_leaves_the_manifest_in_the_log(serve: Serve) -> None:
+    """The negative case: a SIGKILL after the drain began (a process manager's kill
+    timeout shorter than the drain) loses the jobs, and the drain's first line names them."""
+    served = serve(waitress(), name="waitress")
+    served.wait_ready()
+    served.queue("lost", after=60)
+    served.process.send_signal(signal.SIGTERM)
+    served.wait_for("shutdown_started")
+    assert served.stop(signal.SIGKILL) == -signal.SIGKILL
+    text = served.text()
+    assert "shutdown_started runner='loopkeeper' unfinished=2" in text, text
+    assert "'sync-lost'" in text, text
+    assert "'async-lost'" in text, text
+    assert served.rows() == {}
+
+
+def test_uvicorn_django_asgi_in_lifespan_middleware_drains_on_sigterm(serve: Serve) -> None:
+    """uvicorn serving Django's ASGI handler wrapped in ``LifespanMiddleware``: on
+    SIGTERM the middleware drains the jobs on ``lifespan.shutdown`` (uvicorn runs no exit
+    hook after it), sync and async alike."""
+    require("uvicorn")
+    served = serve(
+        python_m(
+            "uvicorn", "lktest_site.asgi:application", "--host", "127.0.0.1", "--port", "{port}"
+        ),
+        name="uvicorn",
+    )
+    served.wait_ready()
+    for key in KEYS:
+        served.queue(key)
+    assert served.stop(signal.SIGTERM) == -signal.SIGTERM, served.text()
+    served.assert_all_written(KEYS)
+    text = served.text()
+    assert text.index("shutdown_completed") < text.index("Finished server process"), text
+
+
+def test_runserver_noreload_drains_on_ctrl_c(serve: Serve) -> None:
+    """``runserver --noreload`` stopped with Ctrl-C (SIGINT): Django exits normally and
+    loopkeeper's exit hook drains every job."""
+    served = serve(runserver("--noreload"), name="runserver")
+    served.wait_ready()
+    for key in KEYS:
+        served.queue(key)
+    assert served.stop(signal.SIGINT) == 0, served.text()
+    served.assert_all_written(KEYS)
