@@ -154,11 +154,12 @@ class Served:
             found = db.execute("SELECT key, pid, during_drain FROM lktest_jobs_row").fetchall()
         return {key: (pid, bool(during)) for key, pid, during in found}
 
-    def wait_for(self, text: str, deadline: float = 60.0) -> None:
-        """Wait until the output contains ``text``; fail if the server exits first."""
+    def wait_for(self, text: str, deadline: float = 60.0, *, count: int = 1) -> None:
+        """Wait until the output contains ``text`` (``count`` times); fail if the server
+        exits first."""
         limit = time.monotonic() + deadline
-        while text not in self.text():
-            if self.process.poll() is not None and text not in self.text():
+        while self.text().count(text) < count:
+            if self.process.poll() is not None and self.text().count(text) < count:
                 pytest.fail(f"server exited before logging {text!r}:\n{self.text()}")
             if time.monotonic() > limit:
                 pytest.fail(f"{text!r} not logged within {deadline}s:\n{self.text()}")

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import pytest
 
-from ._harness import Served, end, migrate, skip_unless_wanted, start
+from ._harness import PROJECT, Served, end, migrate, skip_unless_wanted, start
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals by PID")
 
@@ -38,6 +38,30 @@ def serve(migrated: Path, tmp_path: Path) -> Iterator[Serve]:
 
     def serve_(command: list[str], *, name: str, **env: str) -> Served:
         served = start(command, tmp_path, name=name, env=env)
+        started.append(served)
+        return served
+
+    yield serve_
+    for served in started:
+        end(served.process)
+
+
+@pytest.fixture
+def site_copy(tmp_path: Path) -> Path:
+    """A copy of the site's code, for a test that changes it."""
+    copy = tmp_path / "site"
+    shutil.copytree(PROJECT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+@pytest.fixture
+def serve_copy(migrated: Path, tmp_path: Path, site_copy: Path) -> Iterator[Serve]:
+    """``serve``, running the copy of the site's code."""
+    shutil.copy(migrated, tmp_path / "db.sqlite3")
+    started: list[Served] = []
+
+    def serve_(command: list[str], *, name: str, **env: str) -> Served:
+        served = start(command, tmp_path, name=name, env=env, project=site_copy)
         started.append(served)
         return served
 

@@ -6,15 +6,18 @@ loopkeeper's drain has begun (see ``_harness``), so every row proves the drain w
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from ._harness import python_m, python_script, require
+from ._harness import get, python_m, python_script, require
 
 if TYPE_CHECKING:
     from .conftest import Serve
+
 
 KEYS = ["k0", "k1"]
 
@@ -106,3 +109,58 @@ def test_runserver_noreload_drains_on_ctrl_c(serve: Serve) -> None:
         served.queue(key)
     assert served.stop(signal.SIGINT) == 0, served.text()
     served.assert_all_written(KEYS)
+
+
+def test_runserver_noreload_sigterm_runs_no_hook_and_loses_the_work(serve: Serve) -> None:
+    """Documented, not fixed: SIGTERM to ``runserver --noreload`` ends the process by
+    Python's default action (Django handles no SIGTERM there), so no hook runs and the
+    jobs are lost without a line.  If Django changes this, the README's table must too."""
+    served = serve(runserver("--noreload"), name="runserver")
+    served.wait_ready()
+    served.queue("lost", after=60)
+    assert served.stop(signal.SIGTERM) == -signal.SIGTERM, served.text()
+    assert "shutdown_started" not in served.text()
+    assert served.rows() == {}
+
+
+def test_runserver_reload_after_a_code_change_drains_before_the_new_server_starts(
+    serve_copy: Serve, site_copy: Path
+) -> None:
+    """A code change makes the autoreloader restart its child: loopkeeper's
+    ``file_changed`` receiver drains first (``shutdown_started`` names the jobs), the old
+    child keeps answering meanwhile without a traceback, every row is written, and the
+    new child serves afterwards."""
+    served = serve_copy(runserver(), name="runserver")
+    served.wait_ready()
+    for key in KEYS:
+        served.queue(key, after=1.0)
+    views = site_copy / "lktest_jobs" / "views.py"
+    views.write_text(views.read_text() + "\n# changed by the test\n")
+    served.wait_for("server_drain_started runner='loopkeeper' hook='runserver reload'")
+    assert get(served.port, "/health") == "ok"  # the old child answers during the drain
+    served.wait_for("Starting development server", count=2)  # the new child
+    served.wait_ready()
+    served.assert_all_written(KEYS)
+    assert served.stop(signal.SIGINT) == 0, served.text()
+    text = served.text()
+    assert "shutdown_started runner='loopkeeper' unfinished=4" in text, text
+    assert text.count("shutdown_started") == 1, text
+    assert "Traceback" not in text, text
+
+
+def test_runserver_ctrl_c_with_autoreload_kills_the_drain_but_logs_the_manifest(
+    serve: Serve,
+) -> None:
+    """Documented, not fixed: on Ctrl-C (SIGINT to the whole process group, as a terminal
+    sends it) the autoreloader's parent gives its child 0.25 s, then SIGKILL.  The drain
+    has begun by then, and its first line names the jobs that are lost."""
+    served = serve(runserver(), name="runserver")
+    served.wait_ready()
+    served.queue("lost", after=60)
+    os.killpg(served.process.pid, signal.SIGINT)
+    served.wait_exit()
+    text = served.text()
+    assert "shutdown_started runner='loopkeeper' unfinished=2" in text, text
+    assert "'sync-lost'" in text, text
+    assert "'async-lost'" in text, text
+    assert served.rows() == {}
