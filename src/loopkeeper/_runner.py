@@ -585,6 +585,15 @@ class Runner:
             _logging.log(_logging.WARNING, "worker_start_failed", runner=self.name, exc_info=exc)
         if THREADS_REFUSED_AT_EXIT:
             prestart_asgiref_thread()
+        uwsgi = sys.modules.get("uwsgi")  # present only inside a uWSGI worker
+        if uwsgi is not None and not getattr(uwsgi, "has_threads", True):
+            _logging.log(
+                _logging.WARNING,
+                "uwsgi_threads_disabled",
+                runner=self.name,
+                advice="run uWSGI with --enable-threads: without it, loopkeeper's threads "
+                "run only while this worker is serving a request",
+            )
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Start the accepted tasks of one batch, or queue them for a slot."""

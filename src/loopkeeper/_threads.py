@@ -38,6 +38,7 @@ import contextlib
 import contextvars
 import itertools
 import queue
+import signal
 import sys
 import threading
 import time
@@ -164,6 +165,27 @@ _STOP: Final = None  # sentinel: the worker that takes it exits
 Job = Callable[[], None]
 
 
+# Signals sent to the process that a thread of ours should never receive: POSIX delivers
+# such a signal to any thread that does not block it, and a server's C-level handler (uWSGI
+# installs them for SIGINT, SIGTERM, SIGHUP in its workers) then runs on that thread,
+# where it cannot do what it expects (uWSGI skipped the Python exit stage when a SIGINT
+# landed on a loopkeeper thread).  Python's own handlers run on the main thread whatever
+# thread the signal reached, so blocking them here changes nothing for Python code.
+_PROCESS_SIGNALS: Final = frozenset(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGABRT")
+    if hasattr(signal, name)
+)
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Block the process-directed signals in the calling thread (one of loopkeeper's own,
+    at its start), so the kernel delivers them to the main thread.  No-op where
+    ``pthread_sigmask`` does not exist (Windows)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+
+
 class WorkerPool:
     """A bounded, reused pool of daemon threads running zero-argument jobs, tracked."""
 
@@ -273,6 +295,7 @@ class WorkerPool:
         threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
+        leave_signals_to_the_main_thread()
         ident = threading.get_ident()
         name = threading.current_thread().name
         while True:

@@ -8,6 +8,7 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # loopkeeper's Django app does this in its own ready(); idempotent.
-        from loopkeeper.contrib.runserver import connect  # noqa: PLC0415
+        from loopkeeper.contrib import runserver, uwsgi  # noqa: PLC0415
 
-        connect()
+        runserver.connect()
+        uwsgi.install()

@@ -65,6 +65,12 @@ async def _touch_asgiref_thread() -> None:
     await sync_to_async(os.getpid)()  # starts asgiref's thread-sensitive thread here
 
 
-def warm_up() -> None:
-    """Use loopkeeper (and asgiref's thread) now, in whichever process loads the app."""
-    loopkeeper.submit(_touch_asgiref_thread, name="warm-up").result(timeout=30)
+async def _nothing() -> None:
+    pass
+
+
+def warm_up(asgiref: bool) -> None:
+    """Use loopkeeper now (with ``asgiref``: asgiref's thread too), in whichever process
+    loads the app."""
+    job = _touch_asgiref_thread if asgiref else _nothing
+    loopkeeper.submit(job, name="warm-up").result(timeout=30)
