@@ -1,0 +1,48 @@
+"""The README's first command, in the mode CI runs: ``./scripts/example --check``.
+
+``scripts/example --check`` makes its own environment, then runs
+``examples/django_app/check.py``; this test runs that same check with the test
+environment's Python (which has Django), so the example is proved on every Python the
+suite runs on without a second environment.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from ._harness import EXAMPLE, ROOT, skip_unless_wanted
+
+
+def test_example_check_queues_jobs_that_finish_after_the_response() -> None:
+    """``check.py`` starts the example under ``runserver`` on a free port, queues one job
+    of each kind with a POST, sees each finish after the response, stops the server with
+    Ctrl-C and exits 0."""
+    skip_unless_wanted()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env.pop("PYTHONWARNINGS", None)
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLE / "check.py")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "finished after the response; server stopped" in done.stdout, done.stdout
+
+
+def test_scripts_example_runs_check_py_in_check_mode() -> None:
+    """The script's ``--check`` mode is exactly ``check.py`` (what the test above runs)."""
+    script = (ROOT / "scripts" / "example").read_text()
+    assert 'exec "$python" examples/django_app/check.py' in script
+
+
+def test_readme_gunicorn_recipe_is_the_config_the_gunicorn_tests_run() -> None:
+    """The README's gunicorn recipe is ``examples/django_app/gunicorn.conf.py`` verbatim,
+    the file ``test_gunicorn.py`` runs gunicorn with: copied as written, it is tested."""
+    recipe = (EXAMPLE / "gunicorn.conf.py").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert f"```python\n{recipe}```" in readme
