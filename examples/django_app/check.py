@@ -59,7 +59,7 @@ def _check(url: str, server: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     _wait_ready(opener, url, server)
-    token = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    token = next(str(cookie.value) for cookie in jar if cookie.name == "csrftoken")
     request = urllib.request.Request(
         url + "queue",
         method="POST",
