@@ -4,7 +4,6 @@ that starts a server on it and ends every process it started."""
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -12,8 +11,6 @@ from typing import Protocol
 import pytest
 
 from ._harness import PROJECT, Served, end, migrate, skip_unless_wanted, start
-
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals by PID")
 
 
 @pytest.fixture(scope="session")

@@ -55,9 +55,13 @@ def test_sigterm_to_the_master_drains_every_worker_in_worker_exit(
     for key in keys:
         served.queue(key)
     assert served.stop(signal.SIGTERM) == 0, served.text()
-    served.assert_all_written(keys)
+    written = served.assert_all_written(keys)
     text = served.text()
-    assert "server_drain_started runner='loopkeeper' hook='gunicorn worker_exit'" in text, text
+    workers = {pid for pid, _ in written.values()}
+    hook = "server_drain_started runner='loopkeeper' hook='gunicorn worker_exit'"
+    assert text.count(hook) == len(workers), text  # each worker that had work drained once
+    assert text.count("shutdown_started") == len(workers), text
+    assert text.count("shutdown_completed") == len(workers), text
     assert "gunicorn_timeout_too_short" not in text, text
 
 
