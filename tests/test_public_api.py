@@ -28,8 +28,10 @@ import loopkeeper
 SRC: Final = Path(__file__).resolve().parents[1] / "src"
 
 # The names of DESIGN.md section 1, plus ThreadInfo: what Runner.threads() and
-# ShutdownReport.threads hold (DESIGN describes its fields, not its name).
+# ShutdownReport.threads hold (DESIGN describes its fields, not its name), and the two
+# names through which framework adapters take part (Hooks, TaskExecutor: the Django app).
 PUBLIC_NAMES: Final = (
+    "Hooks",
     "LoopkeeperError",
     "OverloadedError",
     "Runner",
@@ -37,12 +39,14 @@ PUBLIC_NAMES: Final = (
     "RunnerStats",
     "ShutdownReport",
     "TaskAbandonedError",
+    "TaskExecutor",
     "TaskHandle",
     "TaskInfo",
     "TaskState",
     "TaskTimeoutError",
     "ThreadInfo",
     "cancel",
+    "carry",
     "check_cancelled",
     "configure",
     "get_runner",
@@ -115,8 +119,8 @@ def test_submit_signatures_keep_options_apart_from_the_users_arguments() -> None
 
 def test_runner_options_are_keyword_only_with_the_design_defaults() -> None:
     """``Runner(*, name="loopkeeper", max_pending=10_000, max_concurrency=None,
-    max_threads=40, shutdown_timeout=10.0, loop_factory=None)``, and the watchdog's
-    ``watchdog_threshold=3.0``."""
+    max_threads=40, shutdown_timeout=10.0, loop_factory=None)``, the watchdog's
+    ``watchdog_threshold=3.0``, and adapters' ``hooks=None``."""
     params = inspect.signature(loopkeeper.Runner).parameters.values()
     assert {p.kind for p in params} == {inspect.Parameter.KEYWORD_ONLY}
     assert {p.name: p.default for p in params} == {
@@ -127,6 +131,7 @@ def test_runner_options_are_keyword_only_with_the_design_defaults() -> None:
         "shutdown_timeout": 10.0,
         "loop_factory": None,
         "watchdog_threshold": 3.0,
+        "hooks": None,
     }
 
 
@@ -214,7 +219,7 @@ VALUE_FIELDS: Final = {
         "loop_lag",
     ),
     "ShutdownReport": ("completed", "cancelled", "abandoned", "duration", "threads"),
-    "TaskInfo": ("id", "name", "state", "age", "thread"),
+    "TaskInfo": ("id", "name", "state", "age", "thread", "submitted_from", "stack"),
     "ThreadInfo": ("name", "task_id", "task_name", "age", "state"),
 }
 

@@ -10,6 +10,7 @@
     report = loopkeeper.shutdown(timeout=10)   # normally done for you at exit
 """
 
+from ._carry import carry as carry
 from ._default import cancel as cancel
 from ._default import configure as configure
 from ._default import get_runner as get_runner
@@ -26,11 +27,14 @@ from ._handles import TaskHandle as TaskHandle
 from ._handles import TaskInfo as TaskInfo
 from ._handles import TaskState as TaskState
 from ._handles import ThreadInfo as ThreadInfo
+from ._hooks import Hooks as Hooks
 from ._runner import Runner as Runner
+from ._threads import TaskExecutor as TaskExecutor
 from ._threads import check_cancelled as check_cancelled
 from ._threads import run_in_thread as run_in_thread
 
 __all__ = (
+    "Hooks",
     "LoopkeeperError",
     "OverloadedError",
     "Runner",
@@ -38,12 +42,14 @@ __all__ = (
     "RunnerStats",
     "ShutdownReport",
     "TaskAbandonedError",
+    "TaskExecutor",
     "TaskHandle",
     "TaskInfo",
     "TaskState",
     "TaskTimeoutError",
     "ThreadInfo",
     "cancel",
+    "carry",
     "check_cancelled",
     "configure",
     "get_runner",

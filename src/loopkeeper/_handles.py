@@ -23,6 +23,7 @@ import enum
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, final
 
@@ -127,13 +128,20 @@ class RunnerStats:
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
 class TaskInfo:
-    """A task that shutdown had to leave behind."""
+    """One task as a snapshot sees it: a task that shutdown had to leave behind (in
+    ``ShutdownReport.abandoned``), or an unfinished one (``Runner.tasks()``)."""
 
     id: int
     name: str
-    state: TaskState  #: its final state: ABANDONED
-    age: float  #: seconds from submit to the moment it was abandoned
-    thread: str | None  #: the thread still running it, or None for a coroutine
+    state: TaskState  #: ABANDONED in a report; PENDING or RUNNING in ``Runner.tasks()``
+    age: float  #: seconds from submit to the moment of the snapshot
+    thread: str | None  #: the thread running it, or None for a coroutine
+    #: ``file:line in function`` of the ``submit()`` call (the first frame outside
+    #: loopkeeper and Django's Tasks framework)
+    submitted_from: str | None = None
+    #: in a report: where it was when abandoned, innermost frame last (its coroutine's
+    #: frames, or its worker thread's), as text; None if it never started
+    stack: str | None = None
 
 
 @final
@@ -220,10 +228,12 @@ class TaskHandle(Generic[T_co]):
         "_by_shutdown",
         "_callbacks",
         "_cancelling",
+        "_carry",
         "_debug",
         "_event",
         "_exc",
         "_expired",
+        "_from",
         "_func",
         "_kind",
         "_owner",
@@ -271,11 +281,21 @@ class TaskHandle(Generic[T_co]):
         self._cancelling = False  # somebody called cancel() (not the task's own timeout)
         self._expired = False  # loop thread: the task's own timeout fired
         self._debug = False  # DEBUG was on at submit: the task logs its routine lines
+        self._carry: Callable[[], object] | None = None  # Hooks.capture()'s, run as it starts
+        self._from: tuple[types.CodeType, int] | None = None  # where submit() was called
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
         self._timer: asyncio.TimerHandle | None = None  # loop thread: its own timeout
 
     def __repr__(self) -> str:
         return f"<TaskHandle id={self.id} name={self.name!r} state={self._state.name}>"
+
+    def _submitted_from(self) -> str | None:
+        """``file:line in function`` of the ``submit()`` call that made this task."""
+        where = self._from
+        if where is None:
+            return None
+        code, line = where
+        return f"{code.co_filename}:{line} in {getattr(code, 'co_qualname', code.co_name)}"
 
     @property
     def state(self) -> TaskState:

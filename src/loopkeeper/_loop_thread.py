@@ -63,7 +63,7 @@ class LoopThread(Generic[Item]):
         dispatch: Callable[[list[Item]], None],
         on_started: Callable[[], None],
         watchdog_threshold: float | None = None,
-        describe_blocker: Callable[[], tuple[int, str] | None] = lambda: None,
+        describe_blocker: Callable[[], tuple[int, str, str | None] | None] = lambda: None,
         claim_escape: Callable[[BaseException], bool] = lambda exc: False,
     ) -> None:
         self._name = name
@@ -87,7 +87,8 @@ class LoopThread(Generic[Item]):
         self.lag = 0.0  # loop thread writes, anyone reads: seconds late at the last heartbeat
         self.last_beat = time.monotonic()  # loop thread writes, the watchdog reads
         self._watchdog_threshold = watchdog_threshold
-        self._describe_blocker = describe_blocker  # watchdog thread: (task id, name) or None
+        # watchdog thread: (task id, name, submitted_from) or None
+        self._describe_blocker = describe_blocker
         self._claim_escape = claim_escape  # loop thread: True if a task's failure reports it
         self._beat_interval = (
             _HEARTBEAT if watchdog_threshold is None else min(_HEARTBEAT, watchdog_threshold / 4)
@@ -294,6 +295,7 @@ class LoopThread(Generic[Item]):
             blocked_for=round(blocked_for, 3),
             task_id=blocker[0] if blocker else None,
             task_name=blocker[1] if blocker else None,
+            submitted_from=blocker[2] if blocker else None,
             stack=stack,
         )
 

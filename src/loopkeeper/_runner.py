@@ -34,6 +34,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import types
 from collections import deque
 from collections.abc import Callable, Coroutine
@@ -43,6 +44,7 @@ from typing import Any, Final, TypeVar, final, overload
 from typing_extensions import Self, TypeVarTuple, Unpack
 
 from . import _logging
+from ._carry import carried
 from ._errors import LoopkeeperError, OverloadedError, RunnerClosedError, TaskTimeoutError
 from ._handles import (
     ABANDONED,
@@ -60,15 +62,17 @@ from ._handles import (
     ThreadInfo,
     cancel_handle,
 )
+from ._hooks import Hooks, capture, failure_hint, within_task
 from ._loop_thread import LoopThread
 from ._threads import (
+    CARRIED,
     CURRENT_TASK,
     THREADS_REFUSED_AT_EXIT,
     Outcome,
     Token,
     TrackedExecutor,
     WorkerPool,
-    call_as,
+    call_in,
     prestart_asgiref_thread,
 )
 from ._validation import (
@@ -93,6 +97,8 @@ T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
 
 GRACE: Final = 1.0  # seconds a shutdown gives cancelled tasks to end, after its deadline
+# Modules whose frames submitted_from skips, to name the user's call.
+_INTERNAL: Final = ("loopkeeper.", "django.tasks.", "django_tasks.")
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
@@ -122,8 +128,24 @@ def _describe_tasks(handles: list[TaskHandle[Any]]) -> str:
     return f"{named}, and {more} more" if more > 0 else named
 
 
+def _describe_stacks(abandoned: tuple[TaskInfo, ...]) -> str:
+    """Where each abandoned task came from and where it was, for shutdown_incomplete."""
+    never = "  (it never started)\n"
+    return "\n".join(
+        f"task {info.id} {info.name!r} submitted from {info.submitted_from or '?'}:\n"
+        f"{info.stack or never}"
+        for info in abandoned[:_MANIFEST_CAP]
+    )
+
+
 def _wait_event(event: threading.Event, deadline: float) -> bool:
     return event.wait(wait_seconds(max(0.0, deadline - time.monotonic())))
+
+
+def _carry_into_task(carry: Callable[[], object]) -> None:
+    """In the task's context: apply what its hooks captured, and keep it for its threads."""
+    CARRIED.set(carry)
+    carry()
 
 
 async def _refuse_default_executor_shutdown(timeout: float | None = None) -> None:
@@ -171,6 +193,8 @@ class Runner:
         watchdog_threshold: seconds the loop thread may go without coming back to the
             loop before a ``loop_blocked`` warning names the task holding it, with its
             stack (once per incident); None turns the watchdog off.
+        hooks: a ``Hooks`` instance through which a framework adapter takes part in
+            every task (the Django app passes its own); None: none.
 
     Raises:
         TypeError, ValueError: an option has the wrong type or range.
@@ -186,6 +210,7 @@ class Runner:
         shutdown_timeout: float = 10.0,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
         watchdog_threshold: float | None = 3.0,
+        hooks: Hooks | None = None,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name: expected a non-empty str, got {describe(name)}")
@@ -203,6 +228,11 @@ class Runner:
         )
         if self.watchdog_threshold == 0:
             raise ValueError("watchdog_threshold: expected a number of seconds > 0 or None, got 0")
+        if hooks is not None and not isinstance(hooks, Hooks):
+            raise TypeError(
+                f"hooks: expected a loopkeeper.Hooks instance or None, got {describe(hooks)}"
+            )
+        self.hooks: Final = hooks
         self._pid = os.getpid()
         self._ledger = Ledger(on_settled_empty=self._maybe_stop)
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
@@ -215,7 +245,7 @@ class Runner:
             self._describe_blocker,
             self._claim_escape,
         )
-        self._pool = WorkerPool(self.name, self.max_threads)
+        self._pool = WorkerPool(self.name, self.max_threads, hooks=hooks)
         self._on_task_done = self._settle_task  # one bound method, not one per task
         # A task's SystemExit/KeyboardInterrupt, by id, until the loop thread claims it.
         self._escaped: dict[int, BaseException] = {}
@@ -325,6 +355,14 @@ class Runner:
             close_if_coroutine(func)
             raise
         self._check_process(func)
+        carry = None
+        hooks, extra = self.hooks, carried()
+        if hooks is not None or extra is not None:
+            try:
+                carry = capture(extra, hooks)
+            except BaseException:
+                close_if_coroutine(func)
+                raise
         ledger = self._ledger
         loop_thread = self._loop_thread
         if not loop_thread.ready and not ledger.closed:
@@ -336,6 +374,15 @@ class Runner:
         # Built before the lock, numbered under it: the loop thread takes the same lock for
         # every transition, so the less this thread holds it, the less the loop waits.
         handle: TaskHandle[Any] = TaskHandle(self, 0, task_name, kind, func, args, seconds)
+        handle._carry = carry
+        # Where it came from, for reports and tasks(): the first frame outside loopkeeper
+        # (and Django's Tasks framework, which calls us for its enqueue()).  A code object
+        # and a line, not the frame: a frame would keep the caller's locals alive.
+        frame: types.FrameType | None = sys._getframe(1)
+        while frame is not None and frame.f_globals.get("__name__", "").startswith(_INTERNAL):
+            frame = frame.f_back
+        if frame is not None:
+            handle._from = (frame.f_code, frame.f_lineno)
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
@@ -420,6 +467,34 @@ class Runner:
         """
         self._check_process()
         return self._pool.infos()
+
+    def tasks(self) -> tuple[TaskInfo, ...]:
+        """The unfinished tasks now, oldest first.  Any thread.
+
+        Each ``TaskInfo`` gives the task's id, name, state (``PENDING`` or ``RUNNING``),
+        age, the thread running it (a sync task) and ``submitted_from``: where the
+        ``submit()`` call was.  ``stack`` is None here (only a shutdown report takes the
+        stacks of what it left behind).  For a status page, or to find what is stuck::
+
+            for info in runner.tasks():
+                print(info.id, info.name, info.state.name, f"{info.age:.0f}s", info.submitted_from)
+        """
+        self._check_process()
+        with self._ledger.lock:
+            handles = list(self._ledger.unfinished.values())
+        now = time.monotonic()
+        return tuple(
+            TaskInfo(
+                id=h.id,
+                name=h.name,
+                state=h._state,
+                age=now - h._submitted_at,
+                thread=h._thread_name,
+                submitted_from=h._submitted_from(),
+            )
+            for h in handles
+            if not h._state._final
+        )
 
     def shutdown(
         self, timeout: float | None = None, *, cancel_remaining: bool = True
@@ -556,7 +631,7 @@ class Runner:
     def _log_cancelled(self, handle: TaskHandle[Any]) -> None:
         self._log_task(_logging.INFO, "task_cancelled", handle, by_shutdown=handle._by_shutdown)
 
-    def _describe_blocker(self) -> tuple[int, str] | None:
+    def _describe_blocker(self) -> tuple[int, str, str | None] | None:
         """Watchdog thread.  The task the loop thread is running now, if it is one of ours."""
         loop = self._loop_thread.loop
         task = asyncio.current_task(loop) if loop is not None else None
@@ -566,7 +641,7 @@ class Runner:
             handles = list(self._ledger.unfinished.values())
         for handle in handles:
             if handle._task is task:
-                return handle.id, handle.name
+                return handle.id, handle.name, handle._submitted_from()
         return None
 
     def _on_loop_started(self) -> None:
@@ -623,6 +698,7 @@ class Runner:
         assert loop is not None
         on_done = self._on_task_done
         set_current = CURRENT_TASK.set
+        hooks = self.hooks
         for handle, func, func_args in started:
             if handle._state is not RUNNING:  # a shutdown abandoned it since Ledger.start
                 close_if_coroutine(func)
@@ -633,6 +709,16 @@ class Runner:
             context.run(set_current, handle)
             if handle._debug:
                 self._log_task(_logging.DEBUG, "task_started", handle)
+            carry = handle._carry
+            if carry is not None:
+                handle._carry = None
+                try:
+                    context.run(_carry_into_task, carry)
+                except BaseException as exc:  # noqa: BLE001  fails this task, not the batch
+                    close_if_coroutine(func)
+                    self._settle_failed_on_loop(handle, exc)
+                    self._finish_on_loop(handle)
+                    continue
             coro: Any
             if kind is COROUTINE:
                 coro = func
@@ -647,6 +733,8 @@ class Runner:
                     continue
                 if type(coro) is not types.CoroutineType:
                     coro = _await(coro)  # e.g. inspect.markcoroutinefunction returning a Future
+            if hooks is not None and kind is not SYNC:
+                coro = within_task(hooks, coro)
             if sys.version_info >= (3, 11):
                 task = _Task(coro, loop=loop, context=context)
             else:
@@ -727,7 +815,11 @@ class Runner:
     def _settle_failed_on_loop(self, handle: TaskHandle[Any], exc: BaseException) -> None:
         """Loop thread only.  Logged once, with the traceback; never the arguments."""
         if self._ledger.move(handle, FAILED, exc=exc):
-            self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
+            hint = failure_hint(self.hooks, exc)
+            if hint is None:
+                self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc)
+            else:
+                self._log_task(_logging.ERROR, "task_failed", handle, exc_info=exc, hint=hint)
 
     def _settle_succeeded_on_loop(self, handle: TaskHandle[Any], value: object) -> None:
         """Loop thread only."""
@@ -759,6 +851,7 @@ class Runner:
         # at least one of them sees both and closes it (closing twice is harmless).
         returned: list[object] = []  # the worker appends the function's value
         gave_up: list[bool] = []  # the loop thread appends when it stops waiting
+        context = contextvars.copy_context()  # the task's: what its hooks carried, its owner
 
         def settle(outcome: Outcome) -> None:
             if not done.done():
@@ -769,7 +862,7 @@ class Runner:
                 outcome: Outcome = (None, asyncio.CancelledError())
             else:
                 handle._thread_name = threading.current_thread().name
-                outcome = call_as(handle, func, args)
+                outcome = call_in(context, func, args)
                 handle._thread_name = None
             returned.append(outcome[0])
             if gave_up:
@@ -918,9 +1011,27 @@ class Runner:
                     state=ABANDONED,
                     age=now - handle._submitted_at,
                     thread=thread,
+                    submitted_from=handle._submitted_from(),
+                    stack=self._stack_of(handle),
                 )
             )
         return tuple(infos)
+
+    def _stack_of(self, handle: TaskHandle[Any]) -> str | None:
+        """Any thread.  Where ``handle`` is now, innermost frame last: its worker thread's
+        frames if a thread runs it, else its coroutine's; None if it never started."""
+        stack = self._pool.stack_of(handle)
+        if stack is not None:
+            return stack
+        task = handle._task
+        if task is None:
+            return None
+        try:
+            frames = task.get_stack()
+        except RuntimeError:  # pragma: no cover  the coroutine changed while we read it
+            return None
+        summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
+        return "".join(summary.format())
 
     def _log_report(self, report: ShutdownReport) -> None:
         if report.clean:
@@ -941,4 +1052,5 @@ class Runner:
             abandoned=len(report.abandoned),
             threads=len(report.threads),
             report=repr(report),
+            stacks=_describe_stacks(report.abandoned),
         )

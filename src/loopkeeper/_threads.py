@@ -42,13 +42,15 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast, final
 
 from typing_extensions import TypeVarTuple, Unpack
 
 from . import _logging
 from ._handles import ThreadInfo
+from ._hooks import Hooks, thread_exiting, within_thread_job
 from ._validation import wait_seconds
 
 if TYPE_CHECKING:
@@ -56,13 +58,15 @@ if TYPE_CHECKING:
 
 __all__ = (
     "ACK_TIMEOUT",
+    "CARRIED",
     "CURRENT_TASK",
     "THREADS_REFUSED_AT_EXIT",
     "Outcome",
+    "TaskExecutor",
     "Token",
     "TrackedExecutor",
     "WorkerPool",
-    "call_as",
+    "call_in",
     "check_cancelled",
     "prestart_asgiref_thread",
     "run_in_thread",
@@ -81,6 +85,14 @@ THREADS_REFUSED_AT_EXIT: Final = (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2
 # setting it there makes it task-local; copied contexts carry it into other threads.
 CURRENT_TASK: contextvars.ContextVar[TaskHandle[Any] | None] = contextvars.ContextVar(
     "loopkeeper_current_task", default=None
+)
+
+# What the task's hooks carried (``Hooks.capture()``'s function), set in the task's
+# context: it runs again at the start of each job of the task, because some context-local
+# storage (asgiref's ``Local``, which holds Django's language and time zone) is tagged with
+# the thread that set it, so a copied context alone does not carry it into a thread.
+CARRIED: contextvars.ContextVar[Callable[[], object] | None] = contextvars.ContextVar(
+    "loopkeeper_carried", default=None
 )
 
 _local = threading.local()  # .token: the Token of the job this worker runs now
@@ -189,8 +201,15 @@ def leave_signals_to_the_main_thread() -> None:
 class WorkerPool:
     """A bounded, reused pool of daemon threads running zero-argument jobs, tracked."""
 
-    def __init__(self, prefix: str, max_threads: int, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        max_threads: int,
+        idle_timeout: float = 60.0,
+        hooks: Hooks | None = None,
+    ) -> None:
         self._prefix = prefix
+        self._hooks = hooks  # around each job, and as a worker ends
         self._max = max_threads
         self._idle_timeout = idle_timeout
         self._queue: queue.SimpleQueue[tuple[Job, Token] | None] = queue.SimpleQueue()
@@ -259,6 +278,18 @@ class WorkerPool:
             running = sorted(self._running.values(), key=lambda r: r.since)
         return tuple(r.info(now) for r in running if _owner_id(r.token) not in exempt)
 
+    def stack_of(self, owner: TaskHandle[Any]) -> str | None:
+        """The stack of the thread running a job of ``owner`` now (innermost frame last),
+        or None if none does.  Read while the job holds the thread, so its ident is live."""
+        frames = sys._current_frames()
+        with self._lock:
+            idents = [i for i, r in self._running.items() if r.token.owner is owner]
+        for ident in idents:
+            frame = frames.get(ident)
+            if frame is not None:
+                return "".join(traceback.format_stack(frame))
+        return None
+
     def cancel_all(self, exempt: frozenset[int] = frozenset()) -> None:
         """Set the token of every running job (but those of tasks in ``exempt``)."""
         with self._lock:
@@ -296,8 +327,15 @@ class WorkerPool:
 
     def _work(self) -> None:
         leave_signals_to_the_main_thread()
+        try:
+            self._work_until_stopped()
+        finally:
+            thread_exiting(self._hooks)
+
+    def _work_until_stopped(self) -> None:
         ident = threading.get_ident()
         name = threading.current_thread().name
+        hooks = self._hooks
         while True:
             with self._lock:
                 self._idle += 1
@@ -320,7 +358,11 @@ class WorkerPool:
                 self._running[ident] = _Running(name, token)
             _local.token = token
             try:
-                job()
+                if hooks is None:
+                    job()
+                else:
+                    with within_thread_job(hooks):
+                        job()
             except BaseException as exc:  # noqa: BLE001  jobs should not raise; keep the worker
                 _logging.log(_logging.ERROR, "worker_job_failed", thread=name, exc_info=exc)
             finally:
@@ -364,15 +406,13 @@ class TrackedExecutor(concurrent.futures.ThreadPoolExecutor):
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
-        owner = CURRENT_TASK.get()
-        token = Token(owner)
+        context = contextvars.copy_context()  # the submitting task's, with its owner set
+        token = Token(context.get(CURRENT_TASK))
         future = _TrackedFuture(token)
 
         def job() -> None:
             if not future.set_running_or_notify_cancel():
                 return
-            context = contextvars.Context()
-            context.run(CURRENT_TASK.set, owner)
             try:
                 result = context.run(fn, *args, **kwargs)
             except BaseException as exc:  # noqa: BLE001  delivered to the awaiting task
@@ -387,17 +427,136 @@ class TrackedExecutor(concurrent.futures.ThreadPoolExecutor):
         """The runner owns the pool's lifetime: the loop's close changes nothing."""
 
 
+_Call = tuple["concurrent.futures.Future[Any]", Callable[..., Any], tuple[Any, ...], dict[str, Any]]
+
+
+@final
+class TaskExecutor(concurrent.futures.Executor):
+    """Calls that run one at a time, in order, on one tracked thread owned by the task.
+
+    Create it inside a loopkeeper task.  Its thread comes from the runner's pool at the
+    first ``submit()`` and stays with this executor until ``shutdown()``, so code with
+    thread affinity sees one thread for the whole task: Django's ORM keeps its
+    connection (and a transaction) across calls.  The Django app gives every task one,
+    through asgiref's ``ThreadSensitiveContext``, so that ``sync_to_async(func)`` in a
+    task runs on a thread of that task instead of asgiref's one process-wide thread::
+
+        executor = loopkeeper.TaskExecutor()
+        try:
+            await loop.run_in_executor(executor, save_order, order)
+        finally:
+            executor.shutdown(wait=False)
+
+    The thread is listed by ``Runner.threads()`` while the executor holds it (idle
+    between calls included), and ``check_cancelled()`` there raises once the task is
+    cancelled.  Any thread may submit.  Calls run in the thread's own context, as with
+    ``ThreadPoolExecutor`` (asgiref's ``sync_to_async`` carries the caller's).
+
+    Raises:
+        RuntimeError: created outside a loopkeeper task.
+    """
+
+    def __init__(self) -> None:
+        owner = CURRENT_TASK.get()
+        if owner is None:
+            raise RuntimeError(
+                "TaskExecutor() must be created inside a loopkeeper task, whose thread it "
+                "holds; elsewhere use concurrent.futures.ThreadPoolExecutor(max_workers=1)"
+            )
+        self._owner = owner
+        self._pool: WorkerPool = owner._owner._pool
+        self._lock = threading.Lock()  # guards the two fields below
+        self._started = False  # a session job was handed to the pool
+        self._closed = False  # shutdown() was called
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()  # None: end
+        self._ended = threading.Event()  # set when the session job returns
+        self._thread: threading.Thread | None = None  # the session's thread, while it runs
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        """Queue ``fn(*args, **kwargs)`` for the task's thread.  Any thread.
+
+        Raises:
+            RuntimeError: after ``shutdown()``, or the runner's pool is closed.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(
+                    f"TaskExecutor of task {self._owner.id} {self._owner.name!r}: cannot "
+                    "schedule new calls after shutdown()"
+                )
+            start = not self._started
+            self._started = True
+            self._calls.put((future, fn, args, kwargs))
+        if start:
+            self._pool.submit(self._session, Token(self._owner))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Give the thread back once the queued calls ran.  Any thread; idempotent.
+
+        Args:
+            wait: block until the thread is given back (not when called on it).
+            cancel_futures: cancel the calls that have not started.
+        """
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            started = self._started
+        if not started:
+            return
+        if cancel_futures:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    item = self._calls.get_nowait()
+                    if item is not None:
+                        item[0].cancel()
+        if first or cancel_futures:
+            self._calls.put(None)
+        if wait and threading.current_thread() is not self._thread:
+            self._ended.wait()
+
+    def _session(self) -> None:
+        """Worker thread: run calls until shutdown() says to end."""
+        self._thread = threading.current_thread()
+        try:
+            while (item := self._calls.get()) is not None:
+                future, fn, args, kwargs = item
+                del item
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args, **kwargs))
+                    except BaseException as exc:  # noqa: BLE001  delivered to the caller
+                        future.set_exception(exc)
+                # An idle thread must not keep its last call alive while it waits.
+                del future, fn, args, kwargs
+        finally:
+            self._thread = None
+            self._ended.set()
+
+
 Outcome = tuple[Any, "BaseException | None"]  # (value, None) or (None, what it raised)
 
 
-def call_as(owner: TaskHandle[Any], func: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
-    """Worker thread.  ``func(*args)`` in a fresh context owned by ``owner``; never raises."""
-    context = contextvars.Context()
-    context.run(CURRENT_TASK.set, owner)
+def call_in(
+    context: contextvars.Context, func: Callable[..., Any], args: tuple[Any, ...]
+) -> Outcome:
+    """Worker thread.  ``func(*args)`` in ``context`` (a copy of the owning task's, taken
+    where the job was submitted: the thread sees what the task set, and what its hooks
+    carried is applied again first); never raises."""
     try:
-        return (context.run(func, *args), None)
+        return (context.run(_carried_call, func, args), None)
     except BaseException as exc:  # noqa: BLE001  the caller re-raises it in the task
         return (None, exc)
+
+
+def _carried_call(func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    carry = CARRIED.get()
+    if carry is not None:
+        carry()
+    return func(*args)
 
 
 async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T:
@@ -425,13 +584,14 @@ async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Outcome] = loop.create_future()
     token = Token(owner)
+    context = contextvars.copy_context()
 
     def settle(outcome: Outcome) -> None:
         if not done.done():
             done.set_result(outcome)
 
     def job() -> None:
-        outcome = call_as(owner, func, args)
+        outcome = call_in(context, func, args)
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody awaits it any more
             loop.call_soon_threadsafe(settle, outcome)
 

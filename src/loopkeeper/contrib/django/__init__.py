@@ -1,0 +1,1 @@
+"""loopkeeper for Django: ``INSTALLED_APPS += ["loopkeeper.contrib.django"]``."""
