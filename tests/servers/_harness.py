@@ -173,6 +173,10 @@ class Served:
         self.process.send_signal(sig)
         return self.wait_exit()
 
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server's main process; do not wait."""
+        self.process.send_signal(sig)
+
     def wait_exit(self) -> int:
         try:
             return self.process.wait(EXIT_DEADLINE)

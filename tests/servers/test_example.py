@@ -9,6 +9,7 @@ suite runs on without a second environment.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -46,3 +47,22 @@ def test_readme_gunicorn_recipe_is_the_config_the_gunicorn_tests_run() -> None:
     recipe = (EXAMPLE / "gunicorn.conf.py").read_text()
     readme = (ROOT / "README.md").read_text()
     assert f"```python\n{recipe}```" in readme
+
+
+def test_every_row_of_the_readme_deployment_table_names_tests_that_exist() -> None:
+    """Each row of the README's deployment table names the tests that prove it
+    (``module::test``, ``asgi`` for ``tests/test_asgi_servers.py``), and each named test
+    is defined there: a renamed test cannot leave a row unproved."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| server, stopped with |") :]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    assert len(rows) >= 17, rows
+    modules = {"asgi": ROOT / "tests" / "test_asgi_servers.py"}
+    for path in (ROOT / "tests" / "servers").glob("test_*.py"):
+        modules[path.stem] = path
+    for row in rows:
+        proved_by = row.rstrip("|").rsplit("|", 1)[1]
+        named = re.findall(r"`(\w+)::(\w+)", proved_by)
+        assert named, f"no test named in the row: {row}"
+        for module, test in named:
+            assert f"def {test}(" in modules[module].read_text(), f"{module}::{test} missing"

@@ -37,32 +37,32 @@ def _queue_on_every_worker(served: Served, workers: int) -> list[str]:
     return keys
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        pytest.param(("--workers", "2"), id="sync-workers-2"),
-        pytest.param(("--worker-class", "gthread", "--threads", "4"), id="gthread-threads-4"),
-    ],
-)
-def test_sigterm_to_the_master_drains_every_worker_in_worker_exit(
-    serve: Serve, args: tuple[str, ...]
-) -> None:
-    """SIGTERM to gunicorn's master: each worker's ``worker_exit`` drains its jobs (the
-    drain is logged by that hook), and every row is written before gunicorn exits 0."""
-    served = serve(gunicorn(*args), name="gunicorn")
-    served.wait_ready()
-    keys = [f"k{n}" for n in range(4)]
-    for key in keys:
-        served.queue(key)
-    assert served.stop(signal.SIGTERM) == 0, served.text()
-    written = served.assert_all_written(keys)
-    text = served.text()
-    workers = {pid for pid, _ in written.values()}
-    hook = "server_drain_started runner='loopkeeper' hook='gunicorn worker_exit'"
-    assert text.count(hook) == len(workers), text  # each worker that had work drained once
-    assert text.count("shutdown_started") == len(workers), text
-    assert text.count("shutdown_completed") == len(workers), text
-    assert "gunicorn_timeout_too_short" not in text, text
+def test_sigterm_to_the_master_drains_every_worker_in_worker_exit(serve: Serve) -> None:
+    """SIGTERM to gunicorn's master, sync workers (``--workers 2``) and gthread workers
+    (``--threads 4``), two servers side by side: each worker's ``worker_exit`` drains its
+    jobs once (one ``shutdown_started``, one ``shutdown_completed`` per worker that had
+    work), and every row is written before gunicorn exits 0."""
+    servers = [
+        serve(gunicorn("--workers", "2"), name="gunicorn-sync"),
+        serve(gunicorn("--worker-class", "gthread", "--threads", "4"), name="gunicorn-gthread"),
+    ]
+    keys = {id(served): [f"{served.output.stem}-k{n}" for n in range(4)] for served in servers}
+    for served in servers:
+        served.wait_ready()
+        for key in keys[id(served)]:
+            served.queue(key)
+    for served in servers:
+        served.signal(signal.SIGTERM)
+    for served in servers:
+        assert served.wait_exit() == 0, served.text()
+        written = served.assert_all_written(keys[id(served)])
+        text = served.text()
+        workers = {pid for key, (pid, _) in written.items() if served.output.stem in key}
+        hook = "server_drain_started runner='loopkeeper' hook='gunicorn worker_exit'"
+        assert text.count(hook) == len(workers), text  # each worker with work drained once
+        assert text.count("shutdown_started") == len(workers), text
+        assert text.count("shutdown_completed") == len(workers), text
+        assert "gunicorn_timeout_too_short" not in text, text
 
 
 def test_max_requests_recycling_drains_the_old_worker_while_a_new_one_serves(

@@ -19,8 +19,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from ._harness import require
 
 if TYPE_CHECKING:
@@ -46,34 +44,38 @@ def uwsgi(*args: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize(
-    ("args", "sig"),
-    [
-        pytest.param((), signal.SIGINT, id="SIGINT"),
-        pytest.param(("--die-on-term",), signal.SIGTERM, id="die-on-term-SIGTERM"),
-        pytest.param(
-            ("--hook-master-start", "unix_signal:15 gracefully_kill_them_all"),
-            signal.SIGTERM,
-            id="graceful-SIGTERM",
-        ),
-    ],
-)
-def test_idle_workers_drain_in_uwsgi_atexit_each_with_a_runner_of_its_own(
-    serve: Serve, args: tuple[str, ...], sig: signal.Signals
-) -> None:
-    """uWSGI ``--master --enable-threads --processes 2``, stopped while idle: each worker
-    drains in ``uwsgi.atexit`` and writes its own jobs' rows (not the master, which used
-    loopkeeper before the fork)."""
-    served = serve(uwsgi(*args), name="uwsgi", LK_SUBMIT_AT_IMPORT="loop")
-    served.wait_ready()
-    for key in KEYS:
-        served.queue(key)
-    assert served.stop(sig) in (0, 30), served.text()  # 30: uWSGI's own exit code
-    written = served.assert_all_written(KEYS)
-    text = served.text()
-    assert "server_drain_started runner='loopkeeper' hook='uwsgi atexit'" in text, text
-    assert served.process.pid not in {pid for pid, _ in written.values()}, written
-    assert "uwsgi_threads_disabled" not in text, text
+STOPS = {
+    "uwsgi-sigint": ((), signal.SIGINT),
+    "uwsgi-die-on-term": (("--die-on-term",), signal.SIGTERM),
+    "uwsgi-graceful": (
+        ("--hook-master-start", "unix_signal:15 gracefully_kill_them_all"),
+        signal.SIGTERM,
+    ),
+}
+
+
+def test_idle_workers_drain_in_uwsgi_atexit_each_with_a_runner_of_its_own(serve: Serve) -> None:
+    """uWSGI ``--master --enable-threads --processes 2``, stopped while idle, three ways
+    side by side: SIGINT, SIGTERM with ``--die-on-term``, and SIGTERM made a graceful stop
+    (``gracefully_kill_them_all``).  Each worker drains in ``uwsgi.atexit`` and writes its
+    own jobs' rows (not the master, which used loopkeeper before the fork)."""
+    servers = {
+        name: serve(uwsgi(*args), name=name, LK_SUBMIT_AT_IMPORT="loop")
+        for name, (args, _) in STOPS.items()
+    }
+    for name, served in servers.items():
+        served.wait_ready()
+        for key in KEYS:
+            served.queue(f"{name}-{key}")
+    for name, served in servers.items():
+        served.signal(STOPS[name][1])
+    for name, served in servers.items():
+        assert served.wait_exit() in (0, 30), served.text()  # 30: uWSGI's own exit code
+        written = served.assert_all_written([f"{name}-{key}" for key in KEYS])
+        text = served.text()
+        assert "server_drain_started runner='loopkeeper' hook='uwsgi atexit'" in text, text
+        assert served.process.pid not in {pid for pid, _ in written.values()}, written
+        assert "uwsgi_threads_disabled" not in text, text
 
 
 def test_worker_reload_mercy_shorter_than_the_drain_kills_it_with_the_manifest_logged(
