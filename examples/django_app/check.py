@@ -75,11 +75,17 @@ def _check(url: str, server: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
         if time.monotonic() > deadline:
             raise CheckFailed(f"jobs not finished within {DEADLINE}s: {jobs}")
         time.sleep(0.2)
+    kinds = sorted(job["kind"] for job in jobs)
+    if kinds != ["async", "blocking", "task"]:
+        raise CheckFailed(f"expected an async, a blocking and a Tasks-framework job: {jobs}")
     for job in jobs:
         responded = datetime.fromisoformat(job["responded_at"])
         finished = datetime.fromisoformat(job["finished_at"])
         if not finished > responded:
             raise CheckFailed(f"the {job['kind']} job finished before the response: {job}")
+    status = json.load(opener.open(f"{url}loopkeeper/status/", timeout=30))
+    if status.get("stats", {}).get("succeeded", 0) < len(jobs):
+        raise CheckFailed(f"the status view does not count the jobs: {status}")
     print(f"runner stats: {answer['stats']}")
     return jobs
 

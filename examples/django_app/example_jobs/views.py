@@ -6,17 +6,16 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.utils.module_loading import import_string
 from django.views.decorators.http import require_POST
 
 import loopkeeper
 
 from .jobs import build_report, fetch_prices
 from .models import Job
+from .tasks import send_digest
 
 
 def _stats() -> dict[str, Any]:
@@ -33,25 +32,22 @@ def index(request: HttpRequest) -> HttpResponse:
         {
             "jobs": Job.objects.all()[:30],
             "stats": _stats(),
-            "status": settings.HAS_LOOPKEEPER_APP,
-            "tasks": settings.HAS_TASKS_BACKEND,
         },
     )
 
 
 @require_POST
 def queue(request: HttpRequest) -> HttpResponse:
-    """Queue one job of each kind, then answer: the jobs finish after the response."""
+    """Queue three jobs, then answer: an ``async def`` and a blocking function submitted
+    to loopkeeper, and a ``@task`` enqueued through Django's Tasks framework.  They all
+    finish after the response."""
     batch = secrets.token_hex(4)
     job = Job.objects.create(batch=batch, kind="async")
     loopkeeper.submit(fetch_prices, job.id, name=f"fetch-prices-{job.id}")
     job = Job.objects.create(batch=batch, kind="blocking")
     loopkeeper.submit(build_report, job.id, name=f"build-report-{job.id}")
-    if settings.HAS_TASKS_BACKEND:
-        # A Tasks-framework @task (example_jobs/tasks.py), run by loopkeeper's backend.
-        send_digest = import_string("example_jobs.tasks.send_digest")
-        job = Job.objects.create(batch=batch, kind="task")
-        send_digest.enqueue(job.id)
+    job = Job.objects.create(batch=batch, kind="task")
+    send_digest.enqueue(job.id)  # Django's Tasks framework, run by loopkeeper's backend
     Job.objects.filter(batch=batch).update(responded_at=timezone.now())
     if request.headers.get("Accept") == "application/json":
         return JsonResponse({"batch": batch})

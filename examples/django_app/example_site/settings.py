@@ -6,17 +6,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
-
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its package is missing
-        return False
-
+import django
 
 BASE_DIR = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("EXAMPLE_DATA_DIR", BASE_DIR))
@@ -32,21 +25,16 @@ TIME_ZONE = "UTC"
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "loopkeeper.contrib.django",  # LOOPKEEPER settings, DB hygiene, status view, server hooks
     "example_jobs",
 ]
-# loopkeeper's Django app: settings, DB hygiene for tasks, the status view, the backend.
-HAS_LOOPKEEPER_APP = _installed("loopkeeper.contrib.django.apps")
-if HAS_LOOPKEEPER_APP:
-    INSTALLED_APPS.append("loopkeeper.contrib.django")
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("django_tasks")  # the Tasks framework's backport, on Django 5.2
 LOOPKEEPER = {"SHUTDOWN_TIMEOUT": 10}
 
-# The Tasks framework (django.tasks on Django 6, the django-tasks backport before), with
-# loopkeeper's backend: @task functions run on this process's loopkeeper runner.
-HAS_TASKS_BACKEND = _installed("loopkeeper.contrib.django.backends")
-if HAS_TASKS_BACKEND:
-    if not _installed("django.tasks"):
-        INSTALLED_APPS.append("django_tasks")
-    TASKS = {"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}}
+# Django's Tasks framework with loopkeeper's backend: @task functions run on this process's
+# loopkeeper runner (example_jobs/tasks.py).
+TASKS = {"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}}
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -4,11 +4,7 @@ from django.apps import AppConfig
 
 
 class JobsConfig(AppConfig):
+    """The test site's jobs; loopkeeper's own app (installed beside it) connects the
+    server hooks."""
+
     name = "lktest_jobs"
-
-    def ready(self) -> None:
-        # loopkeeper's Django app does this in its own ready(); idempotent.
-        from loopkeeper.contrib import runserver, uwsgi  # noqa: PLC0415
-
-        runserver.connect()
-        uwsgi.install()

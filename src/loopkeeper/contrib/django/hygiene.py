@@ -60,7 +60,7 @@ class DjangoHooks(loopkeeper.Hooks):
     ``sync_to_async`` on a thread of the task.  See the module docstring."""
 
     def capture(self) -> Callable[[], object]:
-        # None after deactivate_all(), whatever django-stubs says (it types a str).
+        # None after deactivate_all(), though django-stubs says str.
         language: str | None = translation.get_language()
         zone = timezone.get_current_timezone()
 
