@@ -90,7 +90,7 @@ def test_workers_forked_without_at_fork_hooks_get_a_runner_of_their_own(serve: S
     """The app runs a loopkeeper job while it loads, in the master, before uWSGI forks its
     workers without Python's at-fork hooks: each worker still gets a runner of its own,
     runs its jobs and drains them (the rows carry the workers' pids, not the master's)."""
-    served = serve(uwsgi(), name="uwsgi", LK_SUBMIT_AT_IMPORT="loop")
+    served = serve(uwsgi(), name="uwsgi", LK_SUBMIT_AT_IMPORT="loop", LK_SHUTDOWN_TIMEOUT="3")
     served.wait_ready()
     for key in KEYS:
         served.queue(key)
