@@ -52,18 +52,23 @@ are never scaled.
     ./scripts/bench --quick --json out.json --markdown
     ./scripts/bench --report out.json --markdown  # print the tables of a saved run
     ./scripts/bench --goals a.json b.json         # the goal lines of several runs side by side
+    ./scripts/bench --django --quick              # enqueue() of a Django task (django_enqueue)
 
 Not a test: nothing here asserts a duration.  The "Goals of issue 8" table at the end
 only reads the ratios against the goal lines.
 
 Modules, each depending only on those above it:
 
-    peers       the peers, and rcts as the reference
-    workloads   the tasks they run; countdowns and gates
-    metrics     measurements in this process: submit, throughput, latency, drain
-    child       measurements in a fresh interpreter: RSS and submit cost with N pending
-    summary     medians, spreads and per-round paired ratios of the samples
-    report      the tables and the goal lines of issue 8
-    run         the rounds: peers interleaved, order rotated, samples recorded
-    cli         options, the machine's description, the printout
+    peers           the peers, and rcts as the reference
+    workloads       the tasks they run; countdowns and gates
+    metrics         measurements in this process: submit, throughput, latency, drain
+    child           measurements in a fresh interpreter: RSS and submit cost with N pending
+    machine         what a run records about the machine, and the calibration loop
+    summary         samples per round; medians, spreads and per-round paired ratios
+    report          the tables and the goal lines of issue 8
+    run             the rounds: peers interleaved, order rotated, samples recorded
+    django_enqueue  --django: enqueue() of a Django task (loopkeeper's backend, a bare
+                    submit(), django-tasks-db), its rounds and tables; welcome_tasks
+                    holds its tasks
+    cli             the options and the printout
 """

@@ -1,4 +1,4 @@
-"""The command line: options, the run, what it records about the machine, and the printout.
+"""The command line: options, the run, its result (with the machine's description), the printout.
 
 ``main()`` is what ``benchmarks/bench.py`` and ``python -m loopkeeper_bench`` call.  It also
 serves the hidden ``--child`` entry that ``child.run_child`` starts in a fresh interpreter.
@@ -9,67 +9,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
-import importlib.metadata
 import json
 import logging
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import time
 from typing import Any
 
-import loopkeeper
-
 from .child import child_main
+from .machine import calibration_summary, cpu_model, loopkeeper_source, versions
 from .peers import PEERS, uvloop_factory
 from .report import goals_side_by_side, report
 from .run import ALL_METRICS, MODES, Run
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for dist in ("loopkeeper-runner", "anyio", "uvloop"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:  # e.g. loopkeeper from PYTHONPATH=src
-            out[dist] = loopkeeper.__version__ if dist == "loopkeeper-runner" else None
-    return out
-
-
-def loopkeeper_source() -> str:
-    """Where the measured loopkeeper came from: its folder, and the git commit if any."""
-    where = os.path.dirname(os.path.abspath(loopkeeper.__file__))
-    try:
-        rev = subprocess.run(
-            ["git", "-C", where, "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", where, "status", "--porcelain", "--", "."],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return where
-    return f"{where} at {rev}{' + uncommitted changes' if dirty else ''}"
 
 
 def quiet_loopkeeper_logs() -> None:
@@ -199,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "wall_s": time.monotonic() - run.started,
             "load_start": load0,
             "load_end": os.getloadavg()[0],
-            "calibration_ms": {
-                "median": statistics.median(run.calibration) if run.calibration else 0.0,
-                "min": min(run.calibration, default=0.0),
-                "max": max(run.calibration, default=0.0),
-            },
+            "calibration_ms": calibration_summary(run.calibration),
         },
         "peers": {cls.name: cls.description for cls in peers},
         "samples": run.samples,

@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import json
 import os
 import platform
 import statistics
@@ -52,9 +53,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 import loopkeeper
 
+from .machine import (
+    calibrate,
+    calibration_summary,
+    calibration_text,
+    loopkeeper_source,
+    versions,
+)
 from .report import render
-from .run import calibrate
-from .summary import Samples, median_of, paired, spread_of
+from .summary import Samples, median_of, paired, record, spread_of
 
 if TYPE_CHECKING:
     import argparse
@@ -68,6 +75,7 @@ PG_ADMIN_DATABASE: Final = "test"  # where CREATE DATABASE is sent
 IDLE_WAIT_S: Final = 60.0
 KINDS: Final = ("sync", "async")
 METRICS: Final = ("spaced_us", "batch_us")
+DISTRIBUTIONS: Final = ("django", "django-tasks-db", "psycopg", "loopkeeper-runner")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +269,8 @@ def measure_batch(row: Row, n: int) -> float:
 
 @dataclasses.dataclass
 class Outcome:
+    """What the rounds measured: the samples, the calibration times, the failed rows."""
+
     samples: Samples
     calibration: list[float]
     errors: dict[str, str]
@@ -292,9 +302,7 @@ def run_rounds(rows: list[Row], params: Params, router: TaskTableRouter) -> Outc
                 except Exception as exc:  # noqa: BLE001  a failing row must not sink the run
                     errors[f"{metric}/{row.name}"] = f"{type(exc).__name__}: {exc}"
                     value = None
-                series = samples.setdefault(metric, {}).setdefault(row.name, [])
-                series.extend([None] * (rnd + 1 - len(series)))
-                series[rnd] = value
+                record(samples, metric, row.name, rnd, value)
                 wait_idle()
                 clear_rows(row.database)
         elapsed = time.monotonic() - started
@@ -316,15 +324,15 @@ def report(result: dict[str, Any], markdown: bool) -> str:
     meta = result["meta"]
     samples: Samples = result["samples"]
     rows: list[str] = result["rows"]
-    cal = meta["calibration_ms"]
+    v = meta["versions"]
     lines = [
         (
-            f"Python {meta['python']}, Django {meta['django']}, django-tasks-db "
-            f"{meta['django_tasks_db']}, psycopg {meta['psycopg']}, loopkeeper "
-            f"{meta['loopkeeper']}; mode {meta['mode']}, rounds {meta['rounds']} "
-            f"(spaced {meta['spaced_n']} calls, batch {meta['batch_n']} calls per row and "
-            f"round), wall {meta['wall_s']:.0f} s, calibration loop {cal['min']:.1f}-"
-            f"{cal['max']:.1f} ms (median {cal['median']:.1f}); PostgreSQL: {meta['postgresql']}"
+            f"Python {meta['python']}, Django {v['django']}, django-tasks-db "
+            f"{v['django-tasks-db']}, psycopg {v['psycopg']}, loopkeeper "
+            f"{v['loopkeeper-runner']} ({meta['loopkeeper_source']}); mode {meta['mode']}, "
+            f"rounds {meta['rounds']} (spaced {meta['spaced_n']} calls, batch "
+            f"{meta['batch_n']} calls per row and round), wall {meta['wall_s']:.0f} s, "
+            f"{calibration_text(meta)}; PostgreSQL: {meta['postgresql']}"
         ),
         "",
         "enqueue() from sync code, us per call (median over rounds, spread min-max):",
@@ -379,19 +387,8 @@ def report(result: dict[str, Any], markdown: bool) -> str:
     return "\n".join(lines)
 
 
-def _version(dist: str) -> str | None:
-    import importlib.metadata  # noqa: PLC0415
-
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def main(args: argparse.Namespace) -> int:
     """``--django``: configure Django, measure every row, print the tables."""
-    import json  # noqa: PLC0415
-
     if args.report:
         with open(args.report, encoding="utf-8") as f:
             print(report(json.load(f), args.markdown))
@@ -421,14 +418,11 @@ def main(args: argparse.Namespace) -> int:
             print(f"PostgreSQL: {pg_note}", file=sys.stderr)
             outcome = run_rounds(rows, params, router)
             loopkeeper.shutdown(timeout=10)
-    cal = outcome.calibration
     result: dict[str, Any] = {
         "meta": {
             "python": platform.python_version(),
-            "django": _version("django"),
-            "django_tasks_db": _version("django-tasks-db"),
-            "psycopg": _version("psycopg"),
-            "loopkeeper": _version("loopkeeper-runner"),
+            "versions": versions(DISTRIBUTIONS),
+            "loopkeeper_source": loopkeeper_source(),
             "mode": "quick" if args.quick else "full",
             "rounds": params.rounds,
             "spaced_n": params.spaced_n,
@@ -436,11 +430,7 @@ def main(args: argparse.Namespace) -> int:
             "postgresql": pg_note,
             "backend": missing or BACKEND_PATH,
             "wall_s": time.monotonic() - started,
-            "calibration_ms": {
-                "median": statistics.median(cal) if cal else 0.0,
-                "min": min(cal, default=0.0),
-                "max": max(cal, default=0.0),
-            },
+            "calibration_ms": calibration_summary(outcome.calibration),
         },
         "rows": [r.name for r in rows],
         "samples": outcome.samples,

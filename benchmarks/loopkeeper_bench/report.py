@@ -12,6 +12,7 @@ import dataclasses
 import itertools
 from typing import Any, Final
 
+from .machine import calibration_text
 from .summary import (
     Samples,
     drain_linearity,
@@ -261,14 +262,13 @@ def rounds_text(meta: dict[str, Any]) -> str:
 
 def report(result: dict[str, Any], markdown: bool) -> str:
     meta = result["meta"]
-    cal = meta["calibration_ms"]
     parts = [
         (
             f"Python {meta['python']} ({meta['implementation']}), event loop: {meta['loop']}, "
             f"{meta['nproc']} CPUs ({meta['cpu']}), mode {meta['mode']}, {rounds_text(meta)}, "
             f"wall {meta['wall_s']:.0f} s, "
             f"load {meta['load_start']:.2f} -> {meta['load_end']:.2f}, "
-            f"calibration loop {cal['min']:.1f}-{cal['max']:.1f} ms (median {cal['median']:.1f}); "
+            f"{calibration_text(meta)}; "
             f"loopkeeper {meta['versions'].get('loopkeeper-runner')}, "
             f"anyio {meta['versions'].get('anyio')}, uvloop {meta['versions'].get('uvloop')}; "
             f"measured: {meta.get('loopkeeper_source', '?')}"

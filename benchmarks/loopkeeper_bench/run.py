@@ -17,10 +17,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from time import perf_counter_ns as now
 from typing import TYPE_CHECKING, Final
 
 from .child import run_child
+from .machine import calibrate
 from .metrics import (
     SUBMITTERS,
     measure_drain,
@@ -33,6 +33,7 @@ from .metrics import (
 )
 from .peers import REFERENCE, Peer
 from .report import size_label
+from .summary import record
 
 if TYPE_CHECKING:
     from .summary import Samples
@@ -50,15 +51,6 @@ def collected_heap(no_gc: bool) -> Iterator[None]:
         yield
     finally:
         gc.enable()
-
-
-def calibrate() -> float:
-    """A fixed pure-Python loop (ms), once per round: its spread shows the machine's noise."""
-    t0 = now()
-    total = 0
-    for i in range(200_000):
-        total += i & 7
-    return (now() - t0) / 1e6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,9 +143,7 @@ class Run:
         print(f"[{time.monotonic() - self.started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
     def record(self, metric: str, peer: str, rnd: int, value: float | None) -> None:
-        row = self.samples.setdefault(metric, {}).setdefault(peer, [])
-        row.extend([None] * (rnd + 1 - len(row)))  # a failed round stays None
-        row[rnd] = value
+        record(self.samples, metric, peer, rnd, value)
 
     def interleaved(
         self,

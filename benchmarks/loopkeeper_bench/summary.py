@@ -14,6 +14,13 @@ from .peers import REFERENCE
 Samples = dict[str, dict[str, list[float | None]]]  # metric -> peer -> value per round
 
 
+def record(samples: Samples, metric: str, peer: str, rnd: int, value: float | None) -> None:
+    """Round rnd's value of metric for peer; a round that failed stays None."""
+    row = samples.setdefault(metric, {}).setdefault(peer, [])
+    row.extend([None] * (rnd + 1 - len(row)))
+    row[rnd] = value
+
+
 def present(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 

@@ -43,10 +43,13 @@ import loopkeeper
 
 __all__ = ("DjangoHooks",)
 
-# asgiref 3.13 takes the executor itself; older releases read it from a shared mapping.
+# asgiref 3.13 takes the executor itself; older releases (3.12 is what Python 3.10 gets)
+# read it from a shared mapping.  Their signatures and types differ: Any spans both.
 _CONTEXT_TAKES_EXECUTOR: Final = (
     "executor" in inspect.signature(ThreadSensitiveContext.__init__).parameters
 )
+_Context: Final[Any] = ThreadSensitiveContext
+_EXECUTORS: Final[Any] = SyncToAsync.context_to_thread_executor
 
 SYNC_ONLY_HINT: Final = (
     "Django's ORM cannot run on loopkeeper's event loop thread: submit the sync function "
@@ -100,13 +103,13 @@ async def _thread_sensitive_on_task_thread() -> AsyncIterator[None]:
     executor = loopkeeper.TaskExecutor()
     try:
         if _CONTEXT_TAKES_EXECUTOR:
-            async with ThreadSensitiveContext(executor=executor):
+            async with _Context(executor=executor):
                 yield
-        else:  # pragma: no cover  asgiref < 3.13
-            async with ThreadSensitiveContext() as context:
+        else:  # pragma: no cover  asgiref < 3.13 (tested on Python 3.10)
+            async with _Context() as context:
                 # asgiref shuts the mapped executor down on exit, from the loop thread:
                 # hand it a view whose shutdown waits for nothing.
-                SyncToAsync.context_to_thread_executor[context] = _Unowned(executor)
+                _EXECUTORS[context] = _Unowned(executor)
                 yield
     finally:
         executor.shutdown(wait=False)
