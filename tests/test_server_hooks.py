@@ -114,6 +114,29 @@ def test_drain_cut_short_by_systemexit_reports_the_rest_abandoned_and_raises_not
     assert "Traceback" not in done.stderr, done.stderr
 
 
+def test_drain_called_on_the_loop_thread_logs_why_and_leaves_it_to_the_exit_hook(
+    tmp_path: Path,
+) -> None:
+    """A server hook that runs on loopkeeper's own loop thread cannot wait for the drain
+    there: ``server_drain_failed`` says so, nothing raises, and the interpreter-exit hook
+    drains later from the main thread, once."""
+    done = _child(
+        tmp_path,
+        """
+        async def from_the_loop():
+            return drain("test hook")
+
+        print("returned", loopkeeper.submit(from_the_loop).result(timeout=10))
+        loopkeeper.submit(asyncio.sleep, 0.2, name="later")
+        """,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout + done.stderr
+    assert "returned None" in out, out
+    assert "server_drain_failed runner='loopkeeper' hook='test hook'" in out, out
+    assert out.count("shutdown_completed runner='loopkeeper' completed=1") == 1, out
+
+
 def _worker(pid: int, **cfg: float) -> Any:
     return types.SimpleNamespace(pid=pid, cfg=types.SimpleNamespace(**cfg))
 

@@ -179,10 +179,10 @@ Job = Callable[[], None]
 
 # Signals sent to the process that a thread of ours should never receive: POSIX delivers
 # such a signal to any thread that does not block it, and a server's C-level handler (uWSGI
-# installs them for SIGINT, SIGTERM, SIGHUP in its workers) then runs on that thread,
-# where it cannot do what it expects (uWSGI skipped the Python exit stage when a SIGINT
-# landed on a loopkeeper thread).  Python's own handlers run on the main thread whatever
-# thread the signal reached, so blocking them here changes nothing for Python code.
+# installs them for SIGINT, SIGTERM, SIGHUP in its workers, and calls exit() from them) then
+# runs on that thread: uWSGI's exit stage would drain loopkeeper from its own loop thread.
+# Python's own handlers run on the main thread whatever thread the signal reached, so
+# blocking the signals here changes nothing for Python code.
 _PROCESS_SIGNALS: Final = frozenset(
     getattr(signal, name)
     for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGABRT")

@@ -52,7 +52,9 @@ def drain(hook: str) -> loopkeeper.ShutdownReport | None:
     """Drain the default runner now, from a server's exit hook.  Never raises.
 
     ``hook`` names the server hook in the log line.  A runner that never accepted a task
-    is left alone (None): nothing to drain, and a later submit at exit still works.
+    is left alone (None): nothing to drain, and a later submit at exit still works.  Called
+    on the runner's own loop thread (a server's C signal handler can run anywhere), it
+    cannot wait for the drain: it logs ``server_drain_failed`` and returns None.
     """
     runner = loopkeeper.get_runner()
     try:
@@ -67,6 +69,9 @@ def drain(hook: str) -> loopkeeper.ShutdownReport | None:
             unfinished=stats.pending + stats.running,
         )
         return runner.shutdown()
+    except RuntimeError as exc:  # called on the runner's own loop thread: it cannot wait
+        log(logging.ERROR, "server_drain_failed", runner=runner.name, hook=hook, error=str(exc))
+        return None  # the interpreter-exit hook still drains, from the main thread
     except (SystemExit, KeyboardInterrupt) as exc:
         log(
             logging.WARNING, "server_drain_interrupted", runner=runner.name, hook=hook, by=repr(exc)
