@@ -66,3 +66,11 @@ def test_every_row_of_the_readme_deployment_table_names_tests_that_exist() -> No
         assert named, f"no test named in the row: {row}"
         for module, test in named:
             assert f"def {test}(" in modules[module].read_text(), f"{module}::{test} missing"
+
+
+def test_readme_waitress_recipe_is_the_script_the_waitress_tests_run() -> None:
+    """The README's waitress recipe is the code of ``examples/django_app/waitress_serve.py``
+    (after its docstring), the script ``test_single_process.py`` runs waitress with."""
+    script = (EXAMPLE / "waitress_serve.py").read_text()
+    code = script.split('"""\n', 1)[1].lstrip("\n")
+    assert f"```python\n{code}```" in (ROOT / "README.md").read_text()

@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._harness import get, python_m, python_script, require
+from ._harness import EXAMPLE, get, python_m, python_script, require
 
 if TYPE_CHECKING:
     from .conftest import Serve
@@ -22,8 +22,10 @@ KEYS = ["k0", "k1"]
 
 def waitress() -> list[str]:
     require("waitress")
-    return python_m(
-        "loopkeeper.contrib.waitress", "--listen=127.0.0.1:{port}", "lktest_site.wsgi:application"
+    return python_script(
+        str(EXAMPLE / "waitress_serve.py"),
+        "--listen=127.0.0.1:{port}",
+        "lktest_site.wsgi:application",
     )
 
 
@@ -32,8 +34,10 @@ def runserver(*args: str) -> list[str]:
     return python_script("manage.py", "runserver", *args, "127.0.0.1:{port}")
 
 
-def test_waitress_through_contrib_waitress_drains_on_sigterm_and_on_sigint(serve: Serve) -> None:
-    """``python -m loopkeeper.contrib.waitress``, two servers side by side: SIGTERM stops
+def test_waitress_through_the_sigterm_script_drains_on_sigterm_and_on_sigint(
+    serve: Serve,
+) -> None:
+    """``examples/django_app/waitress_serve.py``, two servers side by side: SIGTERM stops
     waitress as Ctrl-C (SIGINT) does (it closes, then the interpreter exits), so in both
     the exit hook drains every job."""
     servers = {
@@ -52,7 +56,7 @@ def test_waitress_through_contrib_waitress_drains_on_sigterm_and_on_sigint(serve
 
 
 def test_plain_waitress_sigterm_loses_the_work_without_a_line(serve: Serve) -> None:
-    """Why the launcher exists: plain ``waitress-serve`` has no SIGTERM handler, so the
+    """Why the script exists: plain ``waitress-serve`` has no SIGTERM handler, so the
     process dies of the signal, no exit hook runs and the jobs are lost silently.  If
     waitress changes this, this test fails and the README's table needs a new row."""
     require("waitress")
