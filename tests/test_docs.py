@@ -167,6 +167,12 @@ EMITTERS: Final = {
     "_log_task": ("runner", "task_id", "task_name"),  # Runner._log_task
 }
 LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Modules whose emitter logs under a logger of its own (their log() / _log() say which).
+LOGGERS: Final = {
+    "asgi.py": "loopkeeper.asgi",
+    "_drain.py": "loopkeeper.servers",
+    "gunicorn.py": "loopkeeper.servers",  # through _drain.log
+}
 
 
 @dataclass(frozen=True)
@@ -193,7 +199,7 @@ def events_in_code() -> dict[str, Event]:
     """Every event the code emits, read from the source: level, logger and fields."""
     found: dict[str, Event] = {}
     for path in sorted(SRC.rglob("*.py")):
-        logger = "loopkeeper.asgi" if path.name == "asgi.py" else "loopkeeper"
+        logger = LOGGERS.get(path.name, "loopkeeper")
         tree = ast.parse(path.read_text(encoding="utf-8"))
         wrappers = {
             id(call)

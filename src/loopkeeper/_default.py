@@ -214,7 +214,7 @@ def _exit_hook() -> None:
                 runner._shutdown(0.0, False, frozenset())
             else:  # logs its own report
                 runner._shutdown(runner.shutdown_timeout, True, frozenset())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C, a server's abort handler
             interrupted = True  # that runner's report was made and logged
         except BaseException as exc:  # noqa: BLE001  an exit hook must not raise
             _logging.log(_logging.ERROR, "exit_drain_failed", runner=runner.name, exc_info=exc)
