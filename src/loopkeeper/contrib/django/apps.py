@@ -8,6 +8,7 @@ from django.apps import AppConfig
 from django.core import checks
 
 import loopkeeper
+from loopkeeper.contrib import runserver, uwsgi
 
 from . import checks as loopkeeper_checks
 from ._settings import read_settings
@@ -24,6 +25,10 @@ class LoopkeeperConfig(AppConfig):
     """Applies ``settings.LOOPKEEPER`` and ``DjangoHooks`` (database hygiene, the
     submitter's language and time zone, thread-sensitive ``sync_to_async`` on a thread of
     the task) to the default runner, and registers the checks.
+
+    It also connects the server hooks: ``loopkeeper.contrib.runserver.connect()`` (drain
+    before the autoreloader restarts) and ``loopkeeper.contrib.uwsgi.install()`` (drain in
+    ``uwsgi.atexit``; nothing outside uWSGI).
 
     ``ready()`` starts no thread and submits nothing: Django runs it in the runserver
     reloader's parent and in a gunicorn ``--preload`` master, processes that never run
@@ -45,6 +50,10 @@ class LoopkeeperConfig(AppConfig):
         checks.register(loopkeeper_checks.check_python, checks.Tags.compatibility)
         for warning in loopkeeper_checks.check_uwsgi():
             _stdlib.warning("%s %s (%s)", warning.msg, warning.hint, warning.id)
+        # Server hooks (neither starts a thread): drain before runserver's autoreloader
+        # restarts the server, and in uwsgi.atexit under uWSGI (a no-op elsewhere).
+        runserver.connect()
+        uwsgi.install()
         read = read_settings()
         # With a bad setting (loopkeeper.E001 reports it) none of LOOPKEEPER is applied,
         # but the hooks are: database hygiene is not optional.
