@@ -419,9 +419,9 @@ def test_aenqueue_works_on_the_runners_own_loop() -> None:
 
 
 @pytest.fixture
-def slots_held() -> Iterator[Callable[[], None]]:
-    """Hold every MAX_CONCURRENCY slot of the default runner with blocking tasks;
-    the yielded function lets them go (teardown does too)."""
+def slots_held() -> Iterator[Callable[[int | None], None]]:
+    """Hold every MAX_CONCURRENCY slot of the default runner with blocking tasks; the
+    yielded ``release(n)`` lets ``n`` of them go (None: all; teardown lets all go)."""
     limit = loopkeeper.get_runner().max_concurrency
     assert limit is not None
     names = [f"slot-{i}" for i in range(limit)]
@@ -434,19 +434,20 @@ def slots_held() -> Iterator[Callable[[], None]]:
         entered, _ = tasks.gate(name)
         assert entered.wait(10), f"blocking task {name} never started"
 
-    def release() -> None:
-        for name in names:
+    def release(count: int | None = None) -> None:
+        for name in names[:count]:
             tasks.gate(name)[1].set()
 
     yield release
-    release()
+    release(None)
 
 
 def test_priority_orders_tasks_waiting_for_a_slot(
-    slots_held: Callable[[], None], finished: WaitFinished
+    slots_held: Callable[[int | None], None], finished: WaitFinished
 ) -> None:
     """While every MAX_CONCURRENCY slot is taken, waiting tasks start highest priority
-    first, and in arrival order within one priority."""
+    first, and in arrival order within one priority.  One slot is freed, the others stay
+    held, so the waiting tasks run one at a time and their order is the start order."""
     tasks.recorded.clear()
     results = [
         tasks.record.using(priority=priority).enqueue(label)
@@ -459,26 +460,33 @@ def test_priority_orders_tasks_waiting_for_a_slot(
         ]
     ]
     assert all(tasks.record.get_result(r.id).status == TaskResultStatus.READY for r in results)
-    slots_held()
+    slots_held(1)
     for result in results:
         finished(result)
     assert tasks.recorded == ["highest", "high", "default-1", "default-2", "low"]
 
 
-def test_run_after_waits_for_its_time_without_holding_a_slot(
-    slots_held: Callable[[], None], finished: WaitFinished
-) -> None:
-    """A deferred task stays READY until its ``run_after``, starts no earlier, and holds
-    no concurrency slot while it waits."""
+def test_run_after_waits_for_its_time(finished: WaitFinished) -> None:
+    """A deferred task stays READY until its ``run_after`` and starts no earlier."""
     run_after = timezone.now() + timedelta(milliseconds=300)
     deferred = tasks.add.using(run_after=run_after).enqueue(1, 1)
-    slots_held()  # both slots free again: the deferred task must not hold one meanwhile
-    quick = finished(tasks.add.enqueue(2, 2))
-    assert quick.status == TaskResultStatus.SUCCESSFUL
+    assert tasks.add.get_result(deferred.id).status == TaskResultStatus.READY
     done = finished(deferred)
     assert done.return_value == 2
     assert done.started_at is not None
     assert done.started_at >= run_after
+
+
+def test_deferred_task_holds_no_slot_while_it_waits(
+    slots_held: Callable[[int | None], None], finished: WaitFinished
+) -> None:
+    """With a single free MAX_CONCURRENCY slot, a task deferred by an hour leaves it free:
+    a task enqueued after it runs and finishes."""
+    slots_held(1)  # one slot free, the others held
+    later = timezone.now() + timedelta(hours=1)
+    deferred = tasks.noop.using(run_after=later).enqueue()
+    assert finished(tasks.add.enqueue(2, 2)).return_value == 4
+    assert tasks.noop.get_result(deferred.id).status == TaskResultStatus.READY
 
 
 def test_run_after_in_the_past_runs_at_once(finished: WaitFinished) -> None:
