@@ -129,7 +129,7 @@ class Served:
             if self.process.poll() is not None:
                 pytest.fail(f"server exited with {self.process.returncode}:\n{self.text()}")
             try:
-                get(self.port, "/health", timeout=5)
+                get(self.port, "/health")  # a probe that timed out and was retried counts twice
             except urllib.error.HTTPError:
                 return  # it answered, if only with an error status
             except (urllib.error.URLError, ConnectionError, TimeoutError):
