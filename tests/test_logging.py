@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import threading
+from collections.abc import Callable
 
 import pytest
 import structlog
@@ -50,6 +53,8 @@ def test_lifecycle_events_reach_the_stdlib_logger_at_their_levels(
         handle.result(WAIT)
         sleeper = runner.submit(asyncio.sleep, 60, name="long-nap")
         sleeper.cancel()
+        with pytest.raises(concurrent.futures.CancelledError):
+            sleeper.result(WAIT)  # settled before the drain: it logs no manifest
     levels = {
         (r.event, r.levelno)  # type: ignore[attr-defined]  # set through `extra`
         for r in caplog.records
@@ -64,3 +69,39 @@ def test_lifecycle_events_reach_the_stdlib_logger_at_their_levels(
     succeeded = next(r for r in caplog.records if getattr(r, "event", "") == "task_succeeded")
     assert f"task_id={handle.id}" in succeeded.getMessage()
     assert "task_name='nap'" in succeeded.getMessage()
+
+
+@pytest.mark.usefixtures("unconfigured_structlog")
+def test_a_drain_that_logged_its_manifest_logs_its_outcome_at_the_same_level(
+    caplog: pytest.LogCaptureFixture, wait_until: Callable[..., None]
+) -> None:
+    """``shutdown_started`` is a WARNING; the clean ``shutdown_completed`` that answers it is
+    a WARNING too (where only warnings show, the outcome shows with the manifest).  A drain
+    with nothing unfinished logs no manifest, and its ``shutdown_completed`` stays INFO."""
+    gate = threading.Event()
+    with caplog.at_level(logging.INFO, logger="loopkeeper"):
+        busy = Runner(name="busy")
+        busy.submit(gate.wait, WAIT, name="gated")
+        closing = threading.Thread(target=busy.shutdown, kwargs={"timeout": WAIT})
+        closing.start()
+        try:
+            wait_until(
+                lambda: any(getattr(r, "event", "") == "shutdown_started" for r in caplog.records),
+                what="the manifest line",
+            )
+        finally:
+            gate.set()
+            closing.join(WAIT)
+        idle = Runner(name="idle")
+        idle.submit(asyncio.sleep, 0).result(WAIT)
+        idle.shutdown(timeout=WAIT)
+    levels = {
+        (r.loopkeeper["runner"], r.event, r.levelno)  # type: ignore[attr-defined]  # `extra`
+        for r in caplog.records
+        if r.name == "loopkeeper" and r.event.startswith("shutdown_")  # type: ignore[attr-defined]
+    }
+    assert levels == {
+        ("busy", "shutdown_started", logging.WARNING),
+        ("busy", "shutdown_completed", logging.WARNING),
+        ("idle", "shutdown_completed", logging.INFO),
+    }

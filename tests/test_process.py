@@ -218,7 +218,8 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
     """At interpreter exit (main returns, ``sys.exit(3)``, an uncaught exception) the default
     runner waits for an unfinished task; the exit code is the one the program chose, and the
     drain is logged: ``shutdown_started`` (WARNING) naming the task as ``id 'name'``, then
-    ``shutdown_completed`` (INFO)."""
+    ``shutdown_completed`` at the same level, so the outcome shows wherever the manifest
+    does."""
     marker = tmp_path / "marker"
     script = _script(
         tmp_path,
@@ -246,7 +247,7 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
     assert "unfinished=1" in started[0]
     assert "1 'slow-marker'" in started[0]
     assert len(completed) == 1, result.stderr
-    assert completed[0].startswith("INFO loopkeeper shutdown_completed"), completed
+    assert completed[0].startswith("WARNING loopkeeper shutdown_completed"), completed
     assert "completed=1" in completed[0]
     assert result.stderr.index("shutdown_started") < result.stderr.index("shutdown_completed")
     if expected_code == 1:
@@ -260,9 +261,11 @@ def test_exit_drain_waits_for_unfinished_task_however_main_ends(
 def test_exit_drain_warning_reaches_stderr_without_any_logging_configuration(
     tmp_path: Path,
 ) -> None:
-    """With no logging configured at all, the ``shutdown_started`` warning still reaches
-    stderr (Python's last-resort handler) naming the task by id and name; INFO lines do not
-    (the library adds no handler of its own), and the task still finishes."""
+    """With no logging configured at all (a Django project without a ``LOGGING`` entry for
+    ``loopkeeper``), the ``shutdown_started`` warning still reaches stderr (Python's
+    last-resort handler) naming the task by id and name, and so does the drain's outcome,
+    ``shutdown_completed`` with ``completed=1``, after it: the last line says the work
+    finished.  INFO lines do not show (the library adds no handler of its own)."""
     marker = tmp_path / "marker"
     script = _script(tmp_path, "import loopkeeper", EXIT_BEGAN, MARKER_TASK)
 
@@ -273,7 +276,10 @@ def test_exit_drain_warning_reaches_stderr_without_any_logging_configuration(
     started = _lines_with(result.stderr, "shutdown_started")
     assert len(started) == 1, result.stderr
     assert "1 'slow-marker'" in started[0]
-    assert "shutdown_completed" not in result.stderr
+    completed = _lines_with(result.stderr, "shutdown_completed")
+    assert len(completed) == 1, result.stderr
+    assert "completed=1" in completed[0]
+    assert result.stderr.index("shutdown_started") < result.stderr.index("shutdown_completed")
     assert "runner_started" not in result.stderr
     _assert_no_exit_noise(result.stderr)
 
@@ -967,8 +973,9 @@ def test_no_signal_handler_or_environment_variable_is_ever_changed(tmp_path: Pat
         "await asyncio.to_thread(time.sleep, 0.2)",
         "await sync_to_async(time.sleep, thread_sensitive=False)(0.2)",
         "await loopkeeper.run_in_thread(time.sleep, 0.2)",
+        "await asyncio.wrap_future(own_executor.submit(time.sleep, 0.2))",
     ],
-    ids=["asyncio.to_thread", "sync_to_async", "run_in_thread"],
+    ids=["asyncio.to_thread", "sync_to_async", "run_in_thread", "own-ThreadPoolExecutor"],
 )
 def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     tmp_path: Path, blocking_call: str
@@ -977,12 +984,16 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     ``sync_to_async``, ``run_in_thread``) only after the interpreter began to exit still
     gets its thread and finishes: the drain runs before the executors shut down, and the
     loop's default executor runs on the runner's own workers, which exist already
-    (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964)."""
+    (CPython 3.12.0-3.12.2 refuse to start a thread once shutdown began, gh-113964).
+    The application's own ``ThreadPoolExecutor`` (made before exit, first used during the
+    drain) still takes work: the drain's hook runs before ``concurrent.futures`` shuts its
+    executors down (later, their ``submit`` raises "cannot schedule new futures")."""
     marker = tmp_path / "marker"
     script = _script(
         tmp_path,
         """
         import asyncio
+        import concurrent.futures
         import logging
         import sys
         import time
@@ -993,6 +1004,7 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
         import loopkeeper
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+        own_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         """,
         EXIT_BEGAN,
         f"""
@@ -1014,3 +1026,251 @@ def test_exit_drain_lets_a_task_using_asyncio_to_thread_finish(
     assert marker.read_text() == "finished"
     assert "1 'to-thread-task'" in _lines_with(result.stderr, "shutdown_started")[0]
     _assert_no_exit_noise(result.stderr)
+
+
+# -- user code that calls back into loopkeeper at exit ------------------------------------
+
+
+@needs_posix_signals
+def test_exit_drain_runs_a_callback_that_calls_shutdown_and_the_process_exits(
+    tmp_path: Path,
+) -> None:
+    """A done callback calls ``loopkeeper.shutdown()``; the exit drain (``shutdown_timeout``
+    0.2 s) abandons the task, runs the callback, whose ``shutdown()`` returns the drain's
+    report, and the process exits within the timeout plus the grace."""
+    script = _script(
+        tmp_path,
+        """
+        import threading
+
+        import loopkeeper
+
+        loopkeeper.configure(shutdown_timeout=0.2)
+        started = threading.Event()
+        never = threading.Event()
+
+
+        def blocked():
+            started.set()
+            never.wait()
+
+
+        def on_done(handle):
+            print("callback:", repr(loopkeeper.shutdown()), flush=True)
+
+
+        handle = loopkeeper.submit(blocked, name="blocked")
+        handle.add_done_callback(on_done)
+        assert started.wait(10)
+        print("ready", flush=True)
+        """,
+    )
+
+    with _Child(script) as child:
+        returncode, took = _exit_time(child, "ready", 0.2 + GRACE + SLACK)
+
+    stderr = child.text("stderr")
+    assert returncode == 0, stderr
+    assert took < 0.2 + GRACE + SLACK, f"exit took {took:.1f}s: {stderr}"
+    callback = _lines_with(child.text("stdout"), "callback:")
+    assert len(callback) == 1, child.text("stdout")
+    assert "<ShutdownReport clean=False" in callback[0]
+    assert "1 'blocked'" in callback[0]
+    _assert_no_exit_noise(stderr)
+
+
+# -- fork: what the child inherits ----------------------------------------------------------
+
+# Waits for the forked child with a deadline, so a child that hangs fails the test instead
+# of the test run; the child reports through its stdout (the same pipe as the parent's).
+WAIT_FOR_CHILD: Final = """
+import signal
+import time
+
+
+def wait_for_child(pid):
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    print(json.dumps({"child": "hung"}), flush=True)
+    return None
+"""
+
+
+@needs_fork
+@pytest.mark.parametrize(
+    "fork",
+    [
+        pytest.param(OS_FORK, id="os.fork"),
+        pytest.param(
+            RAW_FORK,
+            id="fork-without-at-fork-hooks",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="C fork() via ctypes"),
+        ),
+    ],
+)
+def test_thread_sensitive_sync_to_async_works_in_a_forked_child(tmp_path: Path, fork: str) -> None:
+    """The parent ran asgiref's thread-sensitive ``sync_to_async`` in a task (so asgiref's
+    process-wide thread exists there), then forks, with or without at-fork hooks (a gunicorn
+    ``--preload`` master, uWSGI): in the child, a task's ``sync_to_async(func)`` runs."""
+    pytest.importorskip("asgiref")
+    script = _script(
+        tmp_path,
+        """
+        import json
+        import os
+        import sys
+        import warnings
+
+        from asgiref.sync import sync_to_async
+
+        import loopkeeper
+        """,
+        fork,
+        WAIT_FOR_CHILD,
+        """
+        def where():
+            return "ran"
+
+
+        async def via_sync_to_async():
+            return await sync_to_async(where)()
+
+
+        assert loopkeeper.submit(via_sync_to_async).result(timeout=10) == "ran"
+        sys.stdout.flush()
+        pid = fork()
+        if pid == 0:
+            try:
+                outcome = loopkeeper.submit(via_sync_to_async).result(timeout=10)
+            except BaseException as exc:
+                outcome = repr(exc)
+            os.write(1, (json.dumps({"child": outcome}) + "\\n").encode())
+            os._exit(0)
+        wait_for_child(pid)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == {"child": "ran"}, result.stdout
+
+
+@needs_fork
+def test_add_done_callback_in_a_forked_child_never_takes_the_parents_lock(
+    tmp_path: Path,
+) -> None:
+    """In a forked child, ``add_done_callback`` on a parent's handle touches no lock of the
+    parent's runner (another parent thread held it at the fork): on a finished handle the
+    callback runs at once, on an unfinished one it raises ``RuntimeError`` (its outcome
+    cannot be known there), as ``result()`` does."""
+    script = _script(
+        tmp_path,
+        """
+        import asyncio
+        import json
+        import os
+        import sys
+        import threading
+        import warnings
+
+        import loopkeeper
+        """,
+        OS_FORK,
+        WAIT_FOR_CHILD,
+        """
+        runner = loopkeeper.Runner(name="parent-runner")
+        finished = runner.submit(asyncio.sleep, 0, "done")
+        assert finished.result(timeout=10) == "done"
+        unfinished = runner.submit(asyncio.Event().wait)
+        held = threading.Event()
+        release = threading.Event()
+
+
+        def hold_the_ledger_lock():
+            with runner._ledger.lock:
+                held.set()
+                release.wait(30)
+
+
+        holder = threading.Thread(target=hold_the_ledger_lock)
+        holder.start()
+        assert held.wait(10)
+        sys.stdout.flush()
+        pid = fork()
+        if pid == 0:
+            seen = {}
+            finished.add_done_callback(lambda h: seen.update(finished=h.result()))
+            try:
+                unfinished.add_done_callback(lambda h: None)
+            except RuntimeError as exc:
+                seen["unfinished"] = "RuntimeError: " + str(exc)
+            else:
+                seen["unfinished"] = "accepted"
+            os.write(1, (json.dumps({"child": seen}) + "\\n").encode())
+            os._exit(0)
+        wait_for_child(pid)
+        release.set()
+        holder.join(10)
+        unfinished.cancel()
+        runner.shutdown(timeout=10)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.splitlines()[-1])["child"]
+    assert seen["finished"] == "done", result.stdout
+    assert seen["unfinished"].startswith("RuntimeError: "), seen
+    assert "forked child" in seen["unfinished"]
+
+
+# -- one default runner per process --------------------------------------------------------
+
+
+def test_configure_after_get_runner_reconfigures_the_one_default_runner_in_place(
+    tmp_path: Path,
+) -> None:
+    """``configure()`` after ``get_runner()`` (but before the first submit) changes that
+    same runner: a caller that held it starts the configured runner, and the process has
+    one default loop thread, under the configured name."""
+    script = _script(
+        tmp_path,
+        """
+        import json
+        import threading
+
+        import loopkeeper
+
+        held = loopkeeper.get_runner()
+        loopkeeper.configure(name="configured", shutdown_timeout=3, max_threads=2)
+        assert held.submit(lambda: 42).result(timeout=10) == 42
+        assert loopkeeper.submit(lambda: 43).result(timeout=10) == 43
+        print(json.dumps({
+            "same": held is loopkeeper.get_runner(),
+            "options": [held.name, held.shutdown_timeout, held.max_threads],
+            "loop_threads": sorted(
+                t.name for t in threading.enumerate() if t.name in ("loopkeeper", "configured")
+            ),
+            "workers": sorted({t.name.rsplit("-", 1)[0] for t in threading.enumerate()
+                               if "-worker-" in t.name}),
+        }), flush=True)
+        """,
+    )
+
+    result = _run(script)
+
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "same": True,
+        "options": ["configured", 3, 2],
+        "loop_threads": ["configured"],
+        "workers": ["configured-worker"],
+    }

@@ -590,7 +590,7 @@ def test_a_task_abandoned_as_its_batch_starts_is_closed_and_the_batch_goes_on(
 
         def start_then_abandon(ledger: Any, handles: list[loopkeeper.TaskHandle[Any]]) -> list[Any]:
             started = start(ledger, handles)
-            runner._abandon([h for h, _, _ in started if h.name == "victim"])
+            runner._abandon([h for h, _, _ in started if h.name == "victim"], [])
             return started
 
         with caplog.at_level(logging.ERROR, logger="asyncio"):

@@ -8,6 +8,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -360,16 +361,27 @@ def test_context_manager_shuts_down_on_exit() -> None:
 
 
 def test_an_accepted_task_without_a_reference_still_runs(runner: Runner) -> None:
-    """The runner holds every task strongly: dropping the handle loses nothing."""
-    gate = threading.Event()
+    """The runner holds every task strongly: dropping the handle loses nothing.  The task
+    waits on a future that only it references (no timer or callback of the loop keeps it),
+    so if the runner kept no reference, the collector would free the task and the future:
+    the weak reference to the future would die and the task would never finish."""
+    futures: list[weakref.ref[asyncio.Future[None]]] = []
+    parked = threading.Event()
     finished = threading.Event()
 
     async def orphan() -> None:
-        while not gate.is_set():
-            await asyncio.sleep(0.001)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        futures.append(weakref.ref(future))
+        loop.call_soon(parked.set)  # runs once this task is suspended on the future
+        await future
         finished.set()
 
     runner.submit(orphan)
+    assert parked.wait(WAIT)
     gc.collect()
-    gate.set()
+    future = futures[0]()
+    assert future is not None, "the task was freed: the runner kept no reference to it"
+    future.get_loop().call_soon_threadsafe(future.set_result, None)
+    del future
     assert finished.wait(WAIT)

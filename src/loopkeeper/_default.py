@@ -31,6 +31,7 @@ from typing_extensions import TypeVarTuple, Unpack
 from . import _logging
 from ._handles import ShutdownReport, TaskHandle, cancel_handle
 from ._runner import Runner, live_runners
+from ._threads import reset_asgiref_in_child
 
 __all__ = ("cancel", "configure", "get_runner", "shutdown", "submit")
 
@@ -62,6 +63,8 @@ def _current() -> _Default:
 
 def _reset_in_child() -> _Default:
     global _state  # noqa: PLW0603  the one piece of process-global state
+    if _state.pid != os.getpid():  # a fork that ran no at-fork hook: do their work here
+        reset_asgiref_in_child()
     options = _state.options
     _state = _Default()
     _state.options = dict(options)
@@ -92,7 +95,8 @@ def configure(**options: Any) -> None:
 
     Allowed until the default runner starts its loop thread (the first submit), so call
     it at start-up, e.g. ``loopkeeper.configure(shutdown_timeout=25, max_pending=50_000)``.
-    Options set earlier are kept unless given again.
+    Options set earlier are kept unless given again.  A default runner that already
+    exists (``get_runner()`` was called) is reconfigured in place: there is only ever one.
 
     Raises:
         TypeError, ValueError: an unknown option, or a bad value (nothing changed).
@@ -101,16 +105,17 @@ def configure(**options: Any) -> None:
     state = _current()
     with state.lock:
         runner = state.runner
-        if runner is not None and (runner._loop_thread.started or runner._ledger.closed):
+        merged = {**state.options, **options}
+        new = Runner(**merged)  # validates every option; starts nothing
+        if runner is None:
+            state.runner = new
+        elif not runner._adopt_options(new):  # in place: whoever holds it sees the change
             raise RuntimeError(
                 f"configure(): the default runner {runner.name!r} has already started (or was "
                 "shut down), so its options are fixed; call configure() at start-up, before "
                 "the first submit()"
             )
-        merged = {**state.options, **options}
-        new = Runner(**merged)  # validates every option
         state.options = merged
-        state.runner = new
 
 
 @overload

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar, cast, 
 
 from . import _logging
 from ._errors import TaskAbandonedError
-from ._validation import check_optional_seconds, wait_seconds
+from ._validation import SYNC, check_optional_seconds, wait_seconds
 from ._waiters import Wake, wait_until_woken
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ __all__ = (
     "PENDING_SLOT",
     "RUNNING",
     "SUCCEEDED",
+    "Callback",
     "Ledger",
     "RunnerStats",
     "ShutdownReport",
@@ -52,6 +53,7 @@ __all__ = (
     "TaskState",
     "ThreadInfo",
     "cancel_handle",
+    "run_callbacks",
 )
 
 T = TypeVar("T")
@@ -61,7 +63,7 @@ T_co = TypeVar("T_co", covariant=True)
 class TaskState(enum.Enum):
     """Where a task is in its life.  The last four are final."""
 
-    PENDING = "pending"  #: accepted, not yet running (queued, or waiting for a slot)
+    PENDING = "pending"  #: accepted, not yet running (queued, waiting for a slot or a worker)
     RUNNING = "running"  #: its code has started
     SUCCEEDED = "succeeded"  #: returned a value
     FAILED = "failed"  #: raised (anything, SystemExit included), or its timeout expired
@@ -361,7 +363,16 @@ class TaskHandle(Generic[T_co]):
         It runs in the thread that settles the task (the loop thread for tasks that
         ran), or at once in the caller's thread if the task is already done.  What it
         raises is logged (``callback_failed``), never propagated.
+
+        Raises:
+            RuntimeError: in a forked child, for a parent's task that is not done (its
+                outcome cannot be known there).
         """
+        if self._owner._pid != os.getpid():  # never the parent's lock: held at the fork?
+            if not self.done():
+                self._check_process()  # raises
+            _run_callback(self, fn)
+            return
         with self._owner._ledger.lock:
             if not self.done():
                 if self._callbacks is None:
@@ -453,6 +464,15 @@ def cancel_handle(handle: object, msg: str | None) -> bool:
     return handle.cancel(msg)
 
 
+Callback = tuple["TaskHandle[Any]", Callable[["TaskHandle[Any]"], object]]  # (handle, fn)
+
+
+def run_callbacks(callbacks: list[Callback]) -> None:
+    """Run callbacks that ``Ledger.move(defer=...)`` set aside, in order.  Never raises."""
+    for handle, fn in callbacks:
+        _run_callback(handle, fn)
+
+
 def _run_callback(handle: TaskHandle[Any], fn: Callable[[TaskHandle[Any]], object]) -> None:
     try:
         fn(handle)
@@ -477,7 +497,8 @@ class Ledger:
     def __init__(self, on_settled_empty: Callable[[], None]) -> None:
         self.lock = threading.Lock()  # guards every field below, and handle state
         self.counts = [0] * len(TaskState)  # indexed by each state's _slot
-        self.submitted = 0
+        self.submitted = 0  # accepted ever, withdrawn ones included: the last task id
+        self.withdrawn = 0  # accepted, then refused after all (withdraw())
         self.rejected = 0
         self.unfinished: dict[int, TaskHandle[Any]] = {}
         self.closed = False
@@ -502,24 +523,41 @@ class Ledger:
     def start(
         self, handles: list[TaskHandle[Any]]
     ) -> list[tuple[TaskHandle[Any], Any, tuple[Any, ...] | None]]:
-        """PENDING -> RUNNING for each handle still pending, under one lock.  Any thread.
+        """Start each handle still pending, under one lock.  Any thread.
 
-        Returns ``(handle, func, args)`` for each handle it moved, in order: a batch from
-        the inbox costs one lock, not one per task.  The function and arguments leave the
-        handle in the same step, so the caller owns them even if a shutdown abandons the
-        task the next instant (``move`` then finds nothing to release).
+        PENDING -> RUNNING, except for a sync task: it stays PENDING until a worker thread
+        takes its job (``begin``), because RUNNING means its code has started.
+
+        Returns ``(handle, func, args)`` for each handle it started, in order: a batch
+        from the inbox costs one lock, not one per task.  The function and arguments
+        leave the handle in the same step, so the caller owns them even if a shutdown
+        abandons the task the next instant (``move`` then finds nothing to release).
         """
         started = []
+        running = 0
         with self.lock:
             for handle in handles:
                 if handle._state is PENDING:
-                    handle._state = RUNNING
+                    if handle._kind is not SYNC:
+                        handle._state = RUNNING
+                        running += 1
                     started.append((handle, handle._func, handle._args))
                     handle._func = handle._args = None
             counts = self.counts
-            counts[PENDING_SLOT] -= len(started)
-            counts[RUNNING_SLOT] += len(started)
+            counts[PENDING_SLOT] -= running
+            counts[RUNNING_SLOT] += running
         return started
+
+    def begin(self, handle: TaskHandle[Any]) -> bool:
+        """PENDING -> RUNNING for a sync task whose worker thread is about to call it.  The
+        worker thread.  False if it was cancelled or abandoned while it waited."""
+        with self.lock:
+            if handle._state is not PENDING:
+                return False
+            handle._state = RUNNING
+            self.counts[PENDING_SLOT] -= 1
+            self.counts[RUNNING_SLOT] += 1
+        return True
 
     def move(
         self,
@@ -528,11 +566,15 @@ class Ledger:
         value: object = None,
         exc: BaseException | None = None,
         from_state: TaskState | None = None,
+        defer: list[Callback] | None = None,
     ) -> bool:
         """Apply one transition.  Any thread.  False if it is not allowed (already final),
         or if ``from_state`` is given and the handle is no longer in it.
 
-        For a final state, wake the waiters and run the callbacks in this thread.
+        For a final state, wake the waiters and run the callbacks in this thread, after
+        the lock; with ``defer``, the callbacks are appended to it instead, for the
+        caller to run with ``run_callbacks`` once it holds nothing a callback could want
+        (a shutdown runs them once its report is made).
         """
         with self.lock:
             old = handle._state
@@ -560,8 +602,30 @@ class Ledger:
             event.set()
         for wake in waiters or ():
             wake()
-        for fn in callbacks or ():
-            _run_callback(handle, fn)
+        if defer is not None:
+            defer.extend((handle, fn) for fn in callbacks or ())
+        else:
+            for fn in callbacks or ():
+                _run_callback(handle, fn)
+        if drained:
+            self.drained.set()
+        if empty:
+            self._on_settled_empty()
+        return True
+
+    def withdraw(self, handle: TaskHandle[Any]) -> bool:
+        """Undo the acceptance of a task that is still PENDING and never reached the loop:
+        it counts as rejected, not submitted.  Any thread.  False if it was settled."""
+        with self.lock:
+            if handle._state is not PENDING:
+                return False
+            self.counts[PENDING_SLOT] -= 1
+            self.withdrawn += 1  # its id is not reused: submitted stays the id counter
+            self.rejected += 1
+            del self.unfinished[handle.id]
+            drained = self.closed and self.unfinished.keys() <= self.exempt
+            empty = self.closed and not self.unfinished
+        handle._func = handle._args = None  # after the lock, as in move()
         if drained:
             self.drained.set()
         if empty:
@@ -572,7 +636,7 @@ class Ledger:
         with self.lock:
             c = dict(zip(TaskState, self.counts, strict=True))
             return RunnerStats(
-                submitted=self.submitted,
+                submitted=self.submitted - self.withdrawn,
                 pending=c[PENDING],
                 running=c[RUNNING],
                 succeeded=c[SUCCEEDED],

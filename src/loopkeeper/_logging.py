@@ -14,6 +14,8 @@ are task ids, names, states, counts and durations: never a task's arguments or r
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from typing import Any, Final
 
 import structlog
@@ -39,22 +41,43 @@ def debug_enabled() -> bool:
 
 
 def log(level: int, event: str, /, *, exc_info: BaseException | None = None, **fields: Any) -> None:
-    """Emit one event.  Any thread; never raises because of logging itself."""
-    if structlog.is_configured():
-        logger = structlog.get_logger("loopkeeper")
-        method = getattr(logger, _METHOD[level])
-        if exc_info is not None:
-            method(event, exc_info=exc_info, **fields)
-        else:
-            method(event, **fields)
+    """Emit one event.  Any thread; never raises because of logging itself.
+
+    A logging filter, handler or structlog processor that raises costs its line only: the
+    failure is printed to stderr, as the stdlib's ``Handler.handleError`` does, and the
+    caller's bookkeeping goes on.  (A ``KeyboardInterrupt`` or ``SystemExit`` still
+    propagates: those are not logging failures.)
+    """
+    try:
+        if structlog.is_configured():
+            logger = structlog.get_logger("loopkeeper")
+            method = getattr(logger, _METHOD[level])
+            if exc_info is not None:
+                method(event, exc_info=exc_info, **fields)
+            else:
+                method(event, **fields)
+            return
+        if not _stdlib.isEnabledFor(level):
+            return
+        text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
+        _stdlib.log(
+            level,
+            text,
+            exc_info=(type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None,
+            extra={"event": event, "loopkeeper": fields},
+            stacklevel=2,
+        )
+    except Exception:  # noqa: BLE001  a broken handler, filter or processor must not break us
+        _report_failure(event)
+
+
+def _report_failure(event: str) -> None:
+    """What the stdlib does when a handler fails: a traceback on stderr, if anywhere."""
+    stderr = sys.stderr
+    if not logging.raiseExceptions or stderr is None:
         return
-    if not _stdlib.isEnabledFor(level):
+    try:
+        stderr.write(f"--- loopkeeper: logging the event {event!r} failed ---\n")
+        traceback.print_exc(file=stderr)
+    except (OSError, ValueError):  # stderr is broken or closed: nothing is left to tell
         return
-    text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
-    _stdlib.log(
-        level,
-        text,
-        exc_info=(type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None,
-        extra={"event": event, "loopkeeper": fields},
-        stacklevel=2,
-    )

@@ -70,14 +70,18 @@ class LoopThread(Generic[Item]):
         self._loop_factory = loop_factory
         self._dispatch = dispatch  # loop thread only: handles one drained batch
         self._on_started = on_started  # loop thread, once, before the first dispatch
-        self._start_lock = threading.Lock()  # serialises start(); held while it waits
+        self._start_lock = threading.Lock()  # guards _thread: which start() creates it
         self._thread: threading.Thread | None = None  # set once, under _start_lock
-        self._ready = threading.Event()  # set once the loop runs, or could not start
-        # True once the loop runs and accepts posts: the lock-free fast path of start().
+        # Set once on_started has run (or the loop could not start): what start() waits for.
+        self._ready = threading.Event()
+        # True once the loop accepts posts, before on_started runs (a log handler it calls
+        # may submit): the lock-free fast path of submit(), which then need not start().
         self.ready = False
         self._start_error: BaseException | None = None  # set by the loop thread before _ready
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the loop thread before _ready
-        self.ident: int | None = None  # the loop thread's ident, set before _ready
+        # The loop thread itself, set before _ready: compared by identity, never by ident
+        # (a new thread often gets the ident of one that ended).
+        self._running_thread: threading.Thread | None = None
         self._inbox_lock = threading.Lock()  # guards the four fields below
         self._inbox: list[Item] = []
         self._drain_scheduled = False
@@ -101,33 +105,66 @@ class LoopThread(Generic[Item]):
         return self._thread is not None
 
     def is_current(self) -> bool:
-        """True when called on this loop's own thread."""
-        return threading.get_ident() == self.ident
+        """True when called on this loop's own thread (even after it ended: never for a
+        new thread that reuses its ident)."""
+        return threading.current_thread() is self._running_thread
 
     def start(self) -> asyncio.AbstractEventLoop:
-        """Start the thread if needed and return its running loop.  Any thread; idempotent.
+        """Start the thread if needed and return its loop, ready for posts.  Any thread;
+        idempotent.
+
+        The lock only decides which caller creates the thread; everyone waits outside it
+        until ``on_started`` has run.  The loop accepts posts before it runs any code a
+        user can reach (a log handler on ``runner_started`` may submit), so nothing it
+        runs ever waits for this.
 
         Raises:
             RuntimeError: the thread could not start, or ``loop_factory`` failed (chained).
         """
+        created = False
         with self._start_lock:
             if self._thread is None:
                 thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 thread.start()
                 self._thread = thread
-                self._ready.wait()
-                if self._start_error is None and self._watchdog_threshold is not None:
-                    threading.Thread(
-                        target=self._watch, name=f"{self._name}-watchdog", daemon=True
-                    ).start()
-            if self._start_error is not None:
-                raise RuntimeError(
-                    f"the loop thread {self._name!r} could not start its event loop"
-                ) from self._start_error
-            if not self._thread.is_alive() and self._stop_requested is False:
-                raise RuntimeError(f"the loop thread {self._name!r} has died unexpectedly")
-            assert self.loop is not None
-            return self.loop
+                created = True
+            thread = self._thread
+        self._ready.wait()
+        if self._start_error is not None:
+            raise RuntimeError(
+                f"the loop thread {self._name!r} could not start its event loop"
+            ) from self._start_error
+        if created and self._watchdog_threshold is not None:
+            threading.Thread(target=self._watch, name=f"{self._name}-watchdog", daemon=True).start()
+        if not thread.is_alive() and self._stop_requested is False:
+            raise RuntimeError(f"the loop thread {self._name!r} has died unexpectedly")
+        assert self.loop is not None
+        return self.loop
+
+    def reconfigure(
+        self,
+        name: str,
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None,
+        dispatch: Callable[[list[Item]], None],
+        watchdog_threshold: float | None,
+        owner_part: Callable[[], bool],
+    ) -> bool:
+        """Any thread.  Replace the options given at construction before the thread
+        starts, together with ``owner_part()`` (the owner's own options; False from it
+        changes nothing).  False once ``start()`` has created the thread."""
+        with self._start_lock:
+            if self._thread is not None or not owner_part():
+                return False
+            self._name = name
+            self._loop_factory = loop_factory
+            self._dispatch = dispatch
+            self._watchdog_threshold = watchdog_threshold
+            self._beat_interval = (
+                _HEARTBEAT
+                if watchdog_threshold is None
+                else min(_HEARTBEAT, watchdog_threshold / 4)
+            )
+            return True
 
     def post(self, item: Item) -> None:
         """Hand ``item`` to the loop thread's dispatcher.  Any thread."""
@@ -166,7 +203,12 @@ class LoopThread(Generic[Item]):
             loop.call_soon_threadsafe(callback, *args)
 
     def request_stop(self) -> None:
-        """Ask the loop to stop once it gets to it.  Any thread; idempotent."""
+        """Ask the loop to stop once it gets to it.  Any thread; idempotent.
+
+        Works before the loop exists too (a shutdown racing the first submit): the flag
+        is written before ``loop`` is read here, and the loop thread publishes ``loop``
+        before it reads the flag, so one of the two schedules the stop.
+        """
         if self._stop_requested:
             return
         self._stop_requested = True
@@ -240,10 +282,13 @@ class LoopThread(Generic[Item]):
             batch, self._inbox = self._inbox, []
         self._dispatch(batch)
 
-    def _mark_ready(self) -> None:
-        """Loop thread only, once: the loop runs; ``start()`` and ``submit()`` may go on."""
-        self.ready = True
-        self._ready.set()
+    def _started(self) -> None:
+        """Loop thread only, once, the first callback: ``on_started``, then let
+        ``start()`` return (whatever ``on_started`` did)."""
+        try:
+            self._on_started()
+        finally:
+            self._ready.set()
 
     def _report_escape(self, exc: BaseException) -> None:
         """Loop thread only.  ``exc`` left ``run_forever``: log it unless a task's is."""
@@ -285,7 +330,13 @@ class LoopThread(Generic[Item]):
                 incident = None
 
     def _report_blocked(self, blocked_for: float) -> None:
-        frame = sys._current_frames().get(self.ident or 0)
+        thread = self._running_thread
+        # By ident, as sys._current_frames() keys them: only while that thread lives.
+        frame = (
+            sys._current_frames().get(thread.ident or 0)
+            if thread is not None and thread.is_alive()
+            else None
+        )
         stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
         blocker = self._describe_blocker()
         _logging.log(
@@ -310,9 +361,13 @@ class LoopThread(Generic[Item]):
         asyncio.set_event_loop(loop)
         self._open_wake_fd(loop)
         self.loop = loop
-        self.ident = threading.get_ident()
-        loop.call_soon(self._on_started)
-        loop.call_soon(self._mark_ready)
+        self._running_thread = threading.current_thread()
+        # Posts accepted before the first callback runs: _on_started logs, and a log
+        # handler that submits must find the loop accepting them (they run after it).
+        self.ready = True
+        loop.call_soon(self._started)
+        if self._stop_requested:  # asked before self.loop was set: call_soon could not
+            loop.call_soon(self._stop_on_loop)
         self.last_beat = time.monotonic()
         loop.call_soon(self._heartbeat, loop.time())
         try:

@@ -54,6 +54,7 @@ from ._handles import (
     PENDING_SLOT,
     RUNNING,
     SUCCEEDED,
+    Callback,
     Ledger,
     RunnerStats,
     ShutdownReport,
@@ -61,6 +62,7 @@ from ._handles import (
     TaskInfo,
     ThreadInfo,
     cancel_handle,
+    run_callbacks,
 )
 from ._hooks import Hooks, capture, failure_hint, within_task
 from ._loop_thread import LoopThread
@@ -217,13 +219,17 @@ class Runner:
         if not name:
             raise ValueError("name: expected a non-empty str, got ''")
         checked_name = name
-        self.name: Final = checked_name
-        self.max_pending: Final = check_limit(max_pending, param="max_pending")
-        self.max_concurrency: Final = check_optional_limit(max_concurrency, param="max_concurrency")
-        self.max_threads: Final = check_limit(max_threads, param="max_threads")
-        self.shutdown_timeout: Final = check_seconds(shutdown_timeout, param="shutdown_timeout")
+        # The options: fixed once the loop thread starts (configure() may replace them on
+        # the unstarted default runner, in place, under the loop thread's start lock).
+        self.name: str = checked_name
+        self.max_pending: int = check_limit(max_pending, param="max_pending")
+        self.max_concurrency: int | None = check_optional_limit(
+            max_concurrency, param="max_concurrency"
+        )
+        self.max_threads: int = check_limit(max_threads, param="max_threads")
+        self.shutdown_timeout: float = check_seconds(shutdown_timeout, param="shutdown_timeout")
         self._loop_factory = check_callable_option(loop_factory, param="loop_factory")
-        self.watchdog_threshold: Final = check_optional_seconds(
+        self.watchdog_threshold: float | None = check_optional_seconds(
             watchdog_threshold, param="watchdog_threshold"
         )
         if self.watchdog_threshold == 0:
@@ -232,7 +238,7 @@ class Runner:
             raise TypeError(
                 f"hooks: expected a loopkeeper.Hooks instance or None, got {describe(hooks)}"
             )
-        self.hooks: Final = hooks
+        self.hooks: Hooks | None = hooks
         self._pid = os.getpid()
         self._ledger = Ledger(on_settled_empty=self._maybe_stop)
         self._loop_thread: LoopThread[TaskHandle[Any]] = LoopThread(
@@ -247,12 +253,17 @@ class Runner:
         )
         self._pool = WorkerPool(self.name, self.max_threads, hooks=hooks)
         self._on_task_done = self._settle_task  # one bound method, not one per task
-        # A task's SystemExit/KeyboardInterrupt, by id, until the loop thread claims it.
-        self._escaped: dict[int, BaseException] = {}
+        # A task's SystemExit/KeyboardInterrupt until the loop thread claims it, found by
+        # identity (never by id(): the ids of freed objects are reused).  Loop thread only.
+        self._escaped: list[BaseException] = []
         self._active = 0  # loop thread only: tasks holding a concurrency slot
         self._waiting: deque[TaskHandle[Any]] = deque()  # loop thread only: FIFO for a slot
-        self._shutdown_lock = threading.Lock()  # serialises shutdowns; held while one waits
-        self._report: ShutdownReport | None = None  # set once, under _shutdown_lock
+        self._cancelled_waiting = 0  # loop thread only: cancels since _waiting was pruned
+        # Guards the two fields below; held only to read or write them, never while a
+        # shutdown waits, logs or runs a callback.  Notified when either changes.
+        self._shutdown_changed = threading.Condition(threading.Lock())
+        self._shutting_down: threading.Thread | None = None  # the thread running _shutdown
+        self._report: ShutdownReport | None = None  # set once
         self._stop_when_drained = False  # set once by shutdown; read by _maybe_stop
         # Abandoned by shutdown(cancel_remaining=False) and still running: kept alive here,
         # and the loop stops once the last of them ends.  Loop thread only, once shutdown
@@ -411,10 +422,15 @@ class Runner:
             return handle
         try:
             loop_thread.post(handle)
-        except RuntimeError:  # the loop closed under us: nothing accepted is lost silently
-            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
-                close_if_coroutine(func)
-            raise
+        except RuntimeError:  # asyncio's "Event loop is closed": the loop closed under us
+            # A shutdown closes the loop only once nothing it waits for is unfinished, so
+            # if one closed it, it took this task in its manifest and settled it (its
+            # report counts it): the handle says how it ended.  Anything else that closed
+            # the loop left the task PENDING: it is withdrawn, uncounted, and refused.
+            if not ledger.withdraw(handle):
+                return handle
+            close_if_coroutine(func)
+            raise RunnerClosedError(self.name) from None
         return handle
 
     def cancel(self, handle: TaskHandle[Any], msg: str | None = None) -> bool:
@@ -437,6 +453,37 @@ class Runner:
             raise RunnerClosedError(self.name)
         self._ensure_started()
 
+    def _adopt_options(self, fresh: Runner) -> bool:
+        """Any thread.  Take ``fresh``'s options, in place, if this runner's loop thread
+        has not started and it was not shut down; False (nothing changed) otherwise.
+
+        For ``configure()``: one default runner per process, so a caller that already
+        holds it (``get_runner()`` before ``configure()``) starts the configured one.
+        Atomic with respect to ``start()``: both hold the loop thread's start lock.
+        """
+
+        def adopt() -> bool:
+            if self._ledger.closed:
+                return False
+            self.name = fresh.name
+            self.max_pending = fresh.max_pending
+            self.max_concurrency = fresh.max_concurrency
+            self.max_threads = fresh.max_threads
+            self.shutdown_timeout = fresh.shutdown_timeout
+            self._loop_factory = fresh._loop_factory
+            self.watchdog_threshold = fresh.watchdog_threshold
+            self.hooks = fresh.hooks
+            self._pool = fresh._pool  # no thread yet: it starts with the loop
+            return True
+
+        return self._loop_thread.reconfigure(
+            fresh.name,
+            fresh._loop_factory,
+            self._start_on_loop if fresh.max_concurrency is None else self._dispatch_on_loop,
+            fresh.watchdog_threshold,
+            adopt,
+        )
+
     def _ensure_started(self) -> None:
         """Any thread.  Return once the loop runs (start it if needed), or raise."""
         with _LIVE_LOCK:
@@ -447,7 +494,10 @@ class Runner:
             with _LIVE_LOCK:
                 _LIVE.pop(self, None)
             raise
-        self._maybe_stop()  # a shutdown that raced with this start
+        if self._stop_when_drained:  # a shutdown raced with this start: stop what started
+            with _LIVE_LOCK:
+                _LIVE.pop(self, None)
+            self._maybe_stop()
 
     def stats(self) -> RunnerStats:
         """A consistent snapshot of the counters.  Any thread.
@@ -507,9 +557,13 @@ class Runner:
         ``cancel_remaining=False`` nothing is cancelled: what is unfinished at the
         deadline is reported ``ABANDONED`` at once and left running until the process
         ends.  Returns within ``timeout + GRACE`` even if the loop thread is blocked.
-        Idempotent: later calls (from any thread) return the first call's report.
-        Called from a sync task of this runner (a worker thread), it does not wait for
-        that task itself.
+        Idempotent: later calls (from any thread, a done callback included) return the
+        first call's report; a call made while the first one runs waits for its report,
+        except from code that the first call itself runs on its own thread before the
+        report exists (a log handler of its ``shutdown_started`` line), which cannot wait
+        for itself and raises ``RuntimeError``.  The done callbacks of tasks the shutdown
+        cancels or abandons itself run once its report exists.  Called from a sync task
+        of this runner (a worker thread), it does not wait for that task itself.
 
         Args:
             timeout: seconds to wait for unfinished tasks (None: ``shutdown_timeout``).
@@ -517,12 +571,16 @@ class Runner:
 
         Raises:
             TypeError, ValueError: bad ``timeout``; nothing changed.
-            RuntimeError: called on the runner's own loop thread (it cannot wait for
-                itself: ``await runner.ashutdown()`` there, or call from another thread),
-                or in a forked child.
+            RuntimeError: called on the runner's own loop thread before a report exists
+                (it cannot wait for itself: ``await runner.ashutdown()`` there, or call
+                from another thread), from the shutdown's own thread as above, or in a
+                forked child.
         """
         seconds = self._check_shutdown_call(timeout)
         if self._loop_thread.is_current():
+            report = self._report
+            if report is not None:
+                return report
             raise RuntimeError(
                 f"runner {self.name!r}: shutdown() cannot block the runner's own loop thread, "
                 "which the drain needs; use 'await runner.ashutdown()' in a task, or call "
@@ -585,14 +643,23 @@ class Runner:
     def _on_loop_thread(self) -> bool:
         return self._loop_thread.is_current()
 
-    def _cancel(self, handle: TaskHandle[Any], msg: str | None) -> bool:
-        """Any thread.  Cancel a pending task at once; ask a running one to stop."""
+    def _cancel(
+        self, handle: TaskHandle[Any], msg: str | None, defer: list[Callback] | None = None
+    ) -> bool:
+        """Any thread.  Cancel a pending task at once; ask a running one to stop.
+
+        ``defer``: see ``Ledger.move``.
+        """
         handle._cancelling = True
         if handle._state is PENDING:
             func = handle._func
-            if self._ledger.move(handle, CANCELLED, from_state=PENDING):
+            if self._ledger.move(handle, CANCELLED, from_state=PENDING, defer=defer):
                 close_if_coroutine(func)
                 self._log_cancelled(handle)
+                if self.max_concurrency is not None:  # it may wait in the queue for a slot
+                    self._loop_thread.call_soon(self._forget_cancelled_on_loop)
+                if handle._kind is SYNC:  # it may wait for a worker, inside _run_sync
+                    self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
                 return True
         if handle._state is RUNNING:
             self._loop_thread.call_soon(self._cancel_on_loop, handle, msg)
@@ -645,8 +712,9 @@ class Runner:
         return None
 
     def _on_loop_started(self) -> None:
-        """Loop thread only, once.  Start the threads that work during exit may need."""
-        _logging.log(_logging.INFO, "runner_started", runner=self.name)
+        """Loop thread only, once, before any task.  Make the pool the loop's default
+        executor, start the threads that work during exit may need, then log
+        ``runner_started`` (last: a handler may submit, and its task needs the rest)."""
         loop = self._loop_thread.loop
         assert loop is not None
         loop.set_default_executor(TrackedExecutor(self._pool))
@@ -669,6 +737,7 @@ class Runner:
                 advice="run uWSGI with --enable-threads: without it, loopkeeper's threads "
                 "run only while this worker is serving a request",
             )
+        _logging.log(_logging.INFO, "runner_started", runner=self.name)
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Start the accepted tasks of one batch, or queue them for a slot."""
@@ -700,14 +769,14 @@ class Runner:
         set_current = CURRENT_TASK.set
         hooks = self.hooks
         for handle, func, func_args in started:
-            if handle._state is not RUNNING:  # a shutdown abandoned it since Ledger.start
+            if handle._state._final:  # a shutdown abandoned it since Ledger.start
                 close_if_coroutine(func)
                 self._finish_on_loop(handle)
                 continue
             args, kind = func_args or (), handle._kind
             context = contextvars.Context()
             context.run(set_current, handle)
-            if handle._debug:
+            if handle._debug and kind is not SYNC:  # a sync task's starts on its worker
                 self._log_task(_logging.DEBUG, "task_started", handle)
             carry = handle._carry
             if carry is not None:
@@ -742,7 +811,7 @@ class Runner:
             task._lk_handle = handle
             handle._task = task
             task.add_done_callback(on_done, context=context)
-            if handle._timeout is not None:
+            if handle._timeout is not None and kind is not SYNC:  # sync: once a worker has it
                 handle._timer = loop.call_later(handle._timeout, self._expire, handle)
         if len(started) < len(batch):
             self._fill_slots_on_loop()  # some were cancelled or abandoned just now
@@ -761,11 +830,31 @@ class Runner:
             if handle._state is PENDING:
                 self._start_on_loop([handle])
 
+    def _forget_cancelled_on_loop(self) -> None:
+        """Loop thread only.  A pending task was cancelled, perhaps while it waited for a
+        slot: drop such tasks from the queue once they may be half of it, so cancelled
+        handles are not kept until a slot frees (amortised O(1) per cancel)."""
+        self._cancelled_waiting += 1
+        if self._cancelled_waiting * 2 > len(self._waiting):
+            self._waiting = deque(h for h in self._waiting if h._state is PENDING)
+            self._cancelled_waiting = 0
+
     def _cancel_on_loop(self, handle: TaskHandle[Any], msg: str | None) -> None:
-        """Loop thread only."""
+        """Loop thread only.  Cancel the task's asyncio task, if it has one: a running
+        task, or a sync task cancelled while it waited for a worker (its ``_run_sync``
+        stops waiting, and its slot frees); never a task abandoned and left running."""
         task = handle._task
-        if task is not None and not handle.done():
+        if task is not None and handle._state is not ABANDONED:
             task.cancel(msg)
+
+    def _arm_timer_on_loop(self, handle: TaskHandle[Any]) -> None:
+        """Loop thread only.  A sync task's code has started: its timeout counts now."""
+        loop = self._loop_thread.loop
+        if handle._task is None or handle.done() or handle._timer is not None:
+            return  # it ended already
+        assert loop is not None
+        assert handle._timeout is not None
+        handle._timer = loop.call_later(handle._timeout, self._expire, handle)
 
     def _settle_task(self, task: asyncio.Task[Any]) -> None:
         """Loop thread only: the done callback of every task.  Settle, log, free the slot.
@@ -784,13 +873,17 @@ class Runner:
                 self._settle_succeeded_on_loop(handle, task.result())
             else:
                 if isinstance(exc, (SystemExit, KeyboardInterrupt)):
-                    self._escaped[id(exc)] = exc
+                    self._escaped.append(exc)
                 self._settle_failed_on_loop(handle, exc)
         self._finish_on_loop(handle)
 
     def _claim_escape(self, exc: BaseException) -> bool:
         """Loop thread only.  True if ``exc`` left ``run_forever`` from a settled task."""
-        return self._escaped.pop(id(exc), None) is exc
+        for index, escaped in enumerate(self._escaped):
+            if escaped is exc:
+                del self._escaped[index]
+                return True
+        return False
 
     def _finish_on_loop(self, handle: TaskHandle[Any]) -> None:
         """Loop thread only.  The task is settled: drop its timer, free its slot."""
@@ -840,8 +933,11 @@ class Runner:
     ) -> Any:
         """Loop thread only.  Run ``func(*args)`` on a worker; stay until it returns.
 
-        If the task is cancelled meanwhile, keep waiting for the thread (a running thread
-        is never reported as stopped), unless the task was abandoned.
+        The task stays PENDING, and its timeout does not count, until a worker takes the
+        job (``max_threads`` may keep it waiting); the worker moves it to RUNNING, logs
+        ``task_started`` and has the loop start the timeout.  If the task is cancelled
+        meanwhile, keep waiting for the thread (a running thread is never reported as
+        stopped), unless the task was abandoned, or cancelled before its thread started.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[Outcome] = loop.create_future()
@@ -858,9 +954,15 @@ class Runner:
                 done.set_result(outcome)
 
         def job() -> None:
-            if handle._stop_requested():  # cancelled while queued: never start it
+            # Never started if it was cancelled or abandoned while queued for a worker.
+            if not self._ledger.begin(handle) or handle._stop_requested():
                 outcome: Outcome = (None, asyncio.CancelledError())
             else:
+                if handle._debug:
+                    self._log_task(_logging.DEBUG, "task_started", handle)
+                if handle._timeout is not None:
+                    with contextlib.suppress(RuntimeError):  # closed: abandoned long ago
+                        loop.call_soon_threadsafe(self._arm_timer_on_loop, handle)
                 handle._thread_name = threading.current_thread().name
                 outcome = call_in(context, func, args)
                 handle._thread_name = None
@@ -906,24 +1008,43 @@ class Runner:
     ) -> ShutdownReport:
         """Any thread but the loop's.  The one shutdown; later calls get its report.
 
+        No lock is held while it waits, logs or runs user code.  A call while another
+        runs waits for that one's report (see ``shutdown()`` for the one that cannot).
+        The done callbacks of the tasks it settles on this thread are set aside and run
+        once the report exists, so a callback's own ``shutdown()`` returns it.
+
         A ``KeyboardInterrupt`` (a second Ctrl-C) or a ``SystemExit`` (a server's abort
         handler, such as gunicorn's on SIGABRT) at any step skips to the report: what is
         unfinished is abandoned, the report is made and logged, then the interruption is
         raised again.
         """
-        with self._shutdown_lock:
+        me = threading.current_thread()
+        with self._shutdown_changed:
+            while self._report is None and self._shutting_down is not None:
+                if self._shutting_down is me:
+                    raise RuntimeError(
+                        f"runner {self.name!r}: shutdown() was called from code that this "
+                        "runner's shutdown runs on its own thread (a log handler) before its "
+                        "report exists; it cannot wait for itself: call it from another "
+                        "thread, or use the report the first shutdown() returns"
+                    )
+                self._shutdown_changed.wait()
             if self._report is not None:
                 return self._report
-            begun = time.monotonic()
-            waited: list[TaskHandle[Any]] = []
-            interrupted: KeyboardInterrupt | SystemExit | None = None
+            self._shutting_down = me
+        begun = time.monotonic()
+        waited: list[TaskHandle[Any]] = []
+        callbacks: list[Callback] = []  # of the tasks settled here: run after the report
+        interrupted: KeyboardInterrupt | SystemExit | None = None
+        report: ShutdownReport | None = None
+        try:
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
-                self._drain(waited, begun + timeout, cancel_remaining, exempt)
+                self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks)
             except (KeyboardInterrupt, SystemExit) as exc:
                 interrupted = exc
-            abandoned = self._abandon(waited)
-            self._report = report = ShutdownReport(
+            abandoned = self._abandon(waited, callbacks)
+            report = ShutdownReport(
                 completed=sum(
                     1
                     for h in waited
@@ -934,17 +1055,23 @@ class Runner:
                 duration=time.monotonic() - begun,
                 threads=self._pool.infos(exempt),
             )
-            try:
-                self._log_report(report)
-                if cancel_remaining or not abandoned:
-                    self._stop(begun + timeout + GRACE, join=not exempt)
-                else:  # left running: keep them referenced; stop once they have ended
-                    self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
-            except (KeyboardInterrupt, SystemExit) as exc:
-                interrupted = interrupted or exc
-            if interrupted is not None:
-                raise interrupted
-            return report
+        finally:
+            with self._shutdown_changed:
+                self._report = report  # None if it failed: a later call tries again
+                self._shutting_down = None
+                self._shutdown_changed.notify_all()
+        try:
+            self._log_report(report, after_manifest=bool(waited))
+            if cancel_remaining or not abandoned:
+                self._stop(begun + timeout + GRACE, join=not exempt)
+            else:  # left running: keep them referenced; stop once they have ended
+                self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted = interrupted or exc
+        run_callbacks(callbacks)
+        if interrupted is not None:
+            raise interrupted
+        return report
 
     def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:
         """Loop thread only.  Track the abandoned tasks still running; stop if none is."""
@@ -960,8 +1087,12 @@ class Runner:
         deadline: float,
         cancel_remaining: bool,
         exempt: frozenset[int],
+        callbacks: list[Callback],
     ) -> None:
-        """Log the manifest, wait for tasks and threads, then cancel and give them grace."""
+        """Log the manifest, wait for tasks and threads, then cancel and give them grace.
+
+        The done callbacks of tasks cancelled here (pending ones) go to ``callbacks``.
+        """
         if waited:
             _logging.log(
                 _logging.WARNING,
@@ -976,8 +1107,11 @@ class Runner:
         if not cancel_remaining:
             return
         for handle in waited:
-            handle._by_shutdown = True
-            handle.cancel("loopkeeper: shutdown")
+            # Only what the shutdown cancels counts as cancelled by it: not a task that
+            # finished meanwhile, nor one its user cancelled first.
+            if not handle.done() and not handle._cancelling:
+                handle._by_shutdown = True
+                self._cancel(handle, "loopkeeper: shutdown", callbacks)
         pool.cancel_all(exempt)
         deadline = time.monotonic() + GRACE
         if _wait_event(ledger.drained, deadline):
@@ -993,16 +1127,19 @@ class Runner:
         if join:
             self._loop_thread.join(min(GRACE, max(0.0, deadline - time.monotonic())))
 
-    def _abandon(self, waited: list[TaskHandle[Any]]) -> tuple[TaskInfo, ...]:
-        """Mark what is still unfinished ABANDONED, and describe it."""
+    def _abandon(
+        self, waited: list[TaskHandle[Any]], callbacks: list[Callback]
+    ) -> tuple[TaskInfo, ...]:
+        """Mark what is still unfinished ABANDONED, and describe it.  The done callbacks
+        go to ``callbacks``."""
         now = time.monotonic()
         infos = []
         for handle in waited:
             thread = handle._thread_name
             func = handle._func
-            if self._ledger.move(handle, ABANDONED, from_state=PENDING):
+            if self._ledger.move(handle, ABANDONED, from_state=PENDING, defer=callbacks):
                 close_if_coroutine(func)  # a pending coroutine that will never run
-            elif not self._ledger.move(handle, ABANDONED):
+            elif not self._ledger.move(handle, ABANDONED, defer=callbacks):
                 continue  # it finished meanwhile
             infos.append(
                 TaskInfo(
@@ -1033,10 +1170,16 @@ class Runner:
         summary = traceback.StackSummary.extract((f, f.f_lineno) for f in frames)
         return "".join(summary.format())
 
-    def _log_report(self, report: ShutdownReport) -> None:
+    def _log_report(self, report: ShutdownReport, *, after_manifest: bool) -> None:
+        """``shutdown_completed`` or ``shutdown_incomplete``.
+
+        After a ``shutdown_started`` warning, a clean outcome is a warning too: where only
+        warnings show (Python's default logging), the manifest's "unfinished=N" must not
+        be the last word about work that did finish.
+        """
         if report.clean:
             _logging.log(
-                _logging.INFO,
+                _logging.WARNING if after_manifest else _logging.INFO,
                 "shutdown_completed",
                 runner=self.name,
                 completed=report.completed,

@@ -37,6 +37,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import itertools
+import os
 import queue
 import signal
 import sys
@@ -69,6 +70,7 @@ __all__ = (
     "call_in",
     "check_cancelled",
     "prestart_asgiref_thread",
+    "reset_asgiref_in_child",
     "run_in_thread",
 )
 
@@ -218,7 +220,9 @@ class WorkerPool:
         self._workers = 0  # live worker threads
         self._idle = 0  # workers waiting for a job
         self._queued = 0  # jobs put and not yet taken
-        self._running: dict[int, _Running] = {}  # thread ident -> the job it runs
+        # The job each busy worker runs, keyed by the worker's Thread (not its ident,
+        # which a later thread may reuse).
+        self._running: dict[threading.Thread, _Running] = {}
         self._closed = False
         self._numbers = itertools.count(1)
 
@@ -283,9 +287,9 @@ class WorkerPool:
         or None if none does.  Read while the job holds the thread, so its ident is live."""
         frames = sys._current_frames()
         with self._lock:
-            idents = [i for i, r in self._running.items() if r.token.owner is owner]
-        for ident in idents:
-            frame = frames.get(ident)
+            idents = [t.ident for t, r in self._running.items() if r.token.owner is owner]
+        for ident in idents:  # by ident, as _current_frames() keys them: live while listed
+            frame = frames.get(ident or 0)
             if frame is not None:
                 return "".join(traceback.format_stack(frame))
         return None
@@ -333,8 +337,8 @@ class WorkerPool:
             thread_exiting(self._hooks)
 
     def _work_until_stopped(self) -> None:
-        ident = threading.get_ident()
-        name = threading.current_thread().name
+        me = threading.current_thread()
+        name = me.name
         hooks = self._hooks
         while True:
             with self._lock:
@@ -355,7 +359,7 @@ class WorkerPool:
                     return
                 self._queued -= 1
                 job, token = item
-                self._running[ident] = _Running(name, token)
+                self._running[me] = _Running(name, token)
             _local.token = token
             try:
                 if hooks is None:
@@ -368,7 +372,7 @@ class WorkerPool:
             finally:
                 _local.token = None
                 with self._changed:
-                    record = self._running.pop(ident)  # dropped after the lock, like the job
+                    record = self._running.pop(me)  # dropped after the lock, like the job
                     self._changed.notify_all()
                 # An idle worker must not keep its last job (and so the task's arguments
                 # and result) alive while it waits: the last worker waits forever.
@@ -617,6 +621,27 @@ async def run_in_thread(func: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[
     if exc is not None:
         raise exc
     return cast("T", value)
+
+
+def reset_asgiref_in_child() -> None:
+    """Forked child: give asgiref a fresh thread-sensitive executor if the parent's had a
+    thread.  A no-op when asgiref is not imported.
+
+    ``SyncToAsync.single_thread_executor`` is process-wide; a child inherits it with the
+    parent's thread recorded but not running, so thread-sensitive ``sync_to_async`` would
+    queue forever there.  Registered with ``os.register_at_fork``, and called by the
+    default runner's own fork check for forks that run no at-fork hook (uWSGI).
+    """
+    sync = sys.modules.get("asgiref.sync")
+    owner = getattr(sync, "SyncToAsync", None)
+    executor = getattr(owner, "single_thread_executor", None)
+    if isinstance(executor, concurrent.futures.ThreadPoolExecutor) and getattr(
+        executor, "_threads", None
+    ):
+        owner.single_thread_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)  # type: ignore[union-attr]
+
+
+os.register_at_fork(after_in_child=reset_asgiref_in_child)
 
 
 def prestart_asgiref_thread() -> None:

@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 import django
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import loopkeeper
 from loopkeeper.contrib.django._tasks_compat import (
@@ -41,6 +42,7 @@ from loopkeeper.contrib.django._tasks_compat import (
     task_started,
 )
 from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBackend
+from loopkeeper.contrib.django.hygiene import DjangoHooks
 
 from . import tasks
 from .conftest import BACKEND, WaitFinished
@@ -214,6 +216,20 @@ def test_any_exception_fails_the_task_with_path_and_traceback(
     assert finished(tasks.add.enqueue(1, 1)).return_value == 2  # the runner lives on
 
 
+@pytest.mark.parametrize("task", [tasks.locale_now, tasks.alocale_now], ids=["sync", "async"])
+def test_task_runs_in_default_language_and_time_zone(task: Any, finished: WaitFinished) -> None:
+    """A Django task runs with the default language and time zone, as a worker process
+    of a multi-process backend runs it, whatever the enqueuer had active."""
+    with translation.override("fr"), timezone.override("Asia/Tokyo"):
+        result = task.enqueue()
+    assert finished(result).return_value == [settings.LANGUAGE_CODE, settings.TIME_ZONE]
+
+
+def test_default_runner_has_djangos_hooks() -> None:
+    """The app gave the default runner DjangoHooks (database hygiene and the rest)."""
+    assert isinstance(loopkeeper.get_runner().hooks, DjangoHooks)
+
+
 def test_takes_context_gets_the_running_result(finished: WaitFinished) -> None:
     """A ``takes_context`` task gets a TaskContext of its own result, first attempt."""
     result = tasks.context_info.enqueue()
@@ -251,6 +267,23 @@ def test_log_lines_are_exactly_those_of_djangos_backends(
     assert messages[1].endswith("state=RUNNING")
     assert messages[2].endswith("state=SUCCESSFUL")
     assert not any("NoneType" in r.getMessage() or r.exc_info for r in lines)
+
+
+@pytest.mark.parametrize("task", [tasks.fail, tasks.afail], ids=["sync", "async"])
+def test_failed_task_log_lines_are_exactly_those_of_djangos_backends(
+    task: Any, finished: WaitFinished, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed task also gets exactly three lines: enqueued, state=RUNNING, and
+    state=FAILED at ERROR with the task's exception as its traceback."""
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        result = task.enqueue("ValueError", "This task failed due to ValueError")
+        finished(result)
+    lines = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert [r.levelno for r in lines] == [logging.DEBUG, logging.INFO, logging.ERROR]
+    assert lines[1].getMessage().endswith("state=RUNNING")
+    assert lines[2].getMessage().endswith("state=FAILED")
+    assert lines[2].exc_info is not None
+    assert str(lines[2].exc_info[1]) == "This task failed due to ValueError"
 
 
 def test_task_enqueued_is_sent_before_the_task_can_start(finished: WaitFinished) -> None:
@@ -485,7 +518,6 @@ def test_on_commit_enqueues_after_commit(finished: WaitFinished) -> None:
 _SHUTDOWN_SCRIPT = """
 import asyncio, json, threading
 from datetime import timedelta
-from pathlib import Path
 import django
 from django.conf import settings
 
@@ -493,7 +525,7 @@ settings.configure(
     INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
     USE_TZ=True,
     LOGGING_CONFIG=None,
-    LOOPKEEPER={"MAX_CONCURRENCY": 1},
+    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 3},
     TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
 )
 django.setup()
@@ -512,13 +544,21 @@ async def hold() -> None:
 def waiting() -> None:
     pass
 
+def refused() -> str:
+    try:
+        waiting.enqueue()
+    except Exception as exc:
+        return type(exc).__name__
+    return "accepted"
+
 held = hold.enqueue()
-queued = waiting.enqueue()
+queued = [waiting.enqueue(), waiting.enqueue()]
+out = {"over_max_pending": refused()}  # 1 running + 2 waiting: the limit of 3
 deferred = waiting.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
 assert started.wait(10)
 report = loopkeeper.shutdown(timeout=0.2)
-out = {}
-for label, result in [("held", held), ("queued", queued), ("deferred", deferred)]:
+out["after_shutdown"] = refused()
+for label, result in [("held", held), ("queued", queued[1]), ("deferred", deferred)]:
     result.refresh()
     out[label] = [str(result.status), [e.exception_class_path for e in result.errors]]
 out["cancelled"] = report.cancelled
@@ -526,10 +566,11 @@ print(json.dumps(out))
 """
 
 
-def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) -> None:
-    """At shutdown, a running task the runner cancels is FAILED with CancelledError, a
-    task still waiting for a slot is FAILED with RunnerClosedError, and a deferred task
-    whose time has not come stays READY (it lived in this process only)."""
+def test_overload_and_shutdown_show_in_enqueue_and_results(tmp_path: Path) -> None:
+    """Over MAX_PENDING, ``enqueue`` raises OverloadedError.  At shutdown, a running task
+    the runner cancels is FAILED with CancelledError, a task still waiting for a slot is
+    FAILED with RunnerClosedError, a deferred task whose time has not come stays READY
+    (it lived in this process only), and a later ``enqueue`` raises RunnerClosedError."""
     extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
     script = tmp_path / "shutdown_tasks.py"
     script.write_text(_SHUTDOWN_SCRIPT.replace("EXTRA_APPS", extra))
@@ -547,5 +588,7 @@ def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) 
     assert seen["held"] == ["FAILED", ["asyncio.exceptions.CancelledError"]]
     assert seen["queued"] == ["FAILED", ["loopkeeper.RunnerClosedError"]]
     assert seen["deferred"] == ["READY", []]
+    assert seen["over_max_pending"] == "OverloadedError"
+    assert seen["after_shutdown"] == "RunnerClosedError"
     # The held task, and the deferred task's timer set-up, still waiting for the one slot.
     assert seen["cancelled"] == 2

@@ -576,7 +576,11 @@ def test_sync_task_cancelled_before_a_worker_takes_it_never_runs(
     blocker = runner.submit(holds_the_only_worker, name="blocker")
     assert busy.wait(WAIT)
     queued = runner.submit(ran.set, name="queued")  # its job waits for the only worker
-    wait_until(lambda: queued.state is TaskState.RUNNING, what="the task to start")
+    # Once a later task ran, the loop has handed `queued` to the pool: it waits for the
+    # worker there, PENDING (RUNNING only once its code starts).
+    assert runner.submit(asyncio.sleep, 0, "probe").result(WAIT) == "probe"
+    waiting = queued.state  # (a local: mypy would narrow the property for good)
+    assert waiting is TaskState.PENDING
     try:
         if stopped_by == "cancel":
             assert queued.cancel() is True
