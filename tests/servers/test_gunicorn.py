@@ -10,8 +10,6 @@ from __future__ import annotations
 import signal
 from typing import TYPE_CHECKING
 
-import pytest
-
 from ._harness import EXAMPLE, Served, python_m, require
 
 if TYPE_CHECKING:
@@ -88,10 +86,6 @@ def test_max_requests_recycling_drains_the_old_worker_while_a_new_one_serves(
     assert written["sync-old"][0] == written["async-old"][0] == first
 
 
-@pytest.mark.xfail(
-    reason="issue 19's fork defect: asgiref's thread started in the --preload master is dead "
-    "in the workers, so sync_to_async hangs there; strict: remove once the fix is merged",
-)
 def test_preload_with_loopkeeper_used_at_import_still_runs_the_work_in_the_workers(
     serve: Serve,
 ) -> None:
