@@ -6,8 +6,10 @@ loopkeeper's drain has begun (see ``_harness``), so every row proves the drain w
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,8 +144,17 @@ def test_runserver_reload_after_a_code_change_drains_before_the_new_server_start
     for key in KEYS:
         served.queue(key, after=1.0)
     views = site_copy / "lktest_jobs" / "views.py"
-    views.write_text(views.read_text() + "\n# changed by the test\n")
-    served.wait_for("server_drain_started runner='loopkeeper' hook='runserver reload'")
+    original = views.read_text()
+    hook = "server_drain_started runner='loopkeeper' hook='runserver reload'"
+    deadline = time.monotonic() + 60
+    # The reloader compares each file's mtime with the one it saw on its previous pass
+    # (every second), and it may first see views.py only after a change: change it again
+    # until the drain begins.
+    for change in itertools.count(1):
+        views.write_text(f"{original}\n# changed by the test ({change})\n")
+        if served.wait_for(hook, deadline=1.0, fail=False):
+            break
+        assert time.monotonic() < deadline, f"no reload within 60 s:\n{served.text()}"
     assert get(served.port, "/health") == "ok"  # the old child answers during the drain
     served.wait_for("development server at http://", count=2)  # the new child
     served.wait_ready()
