@@ -4,7 +4,7 @@ Three "request handler" threads each schedule an async job and a blocking job on
 loopkeeper's process-wide loop, then return at once, the way a sync Django view returns
 its response.  The jobs finish afterwards; at exit, loopkeeper drains what is left.
 
-    ./scripts/example
+    ./scripts/example --script
 """
 
 from __future__ import annotations

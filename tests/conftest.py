@@ -12,6 +12,13 @@ import structlog
 
 import loopkeeper
 
+# The plugin our users get from the entry point, loaded here once coverage has started
+# (pyproject.toml's addopts turn the entry point off for this suite).
+pytest_plugins = ("loopkeeper.testing", "pytester")
+
+# A Django project with its own test suite, run by test_django_recipe.py in a subprocess.
+collect_ignore = ["django_recipe"]
+
 
 @pytest.fixture
 def unconfigured_structlog() -> Iterator[None]:

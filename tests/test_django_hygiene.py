@@ -105,10 +105,11 @@ def test_tasks_after_the_server_dropped_connections_do_not_fail(
 @pytest.mark.usefixtures("postgres")
 def test_control_without_the_hooks_dropped_connections_fail_every_later_task() -> None:
     """The scenario is real: without ``DjangoHooks`` the worker threads keep their dead
-    connections and every later ORM task fails."""
+    connections and later ORM tasks fail (all 180 on a quiet machine; a worker thread
+    started meanwhile opens a fresh connection, so a few may pass under load)."""
     result = run_scenario("terminated", hooks=False)
     assert result["terminated"] > 0
-    assert result["failed"] == 180
+    assert result["failed"] > 90, result
 
 
 def test_thread_sensitive_sync_to_async_runs_on_a_thread_of_its_own_task() -> None:

@@ -536,3 +536,14 @@ def test_error_survives_pickle_and_copy(error: loopkeeper.LoopkeeperError) -> No
         assert type(clone) is type(error)
         assert str(clone) == str(error)
         assert vars(clone) == vars(error)
+
+
+def test_runner_stats_as_dict_is_json_ready_and_complete(aftermath: Aftermath) -> None:
+    """``RunnerStats.as_dict()`` holds every field, by name, with the snapshot's values,
+    and survives a JSON round trip unchanged (for health checks and metrics exporters)."""
+    stats = aftermath.stats
+    as_dict = stats.as_dict()
+    assert list(as_dict) == list(VALUE_FIELDS["RunnerStats"])
+    assert as_dict == {name: getattr(stats, name) for name in VALUE_FIELDS["RunnerStats"]}
+    assert (as_dict["running"], as_dict["pending"]) == (2, 1)
+    assert json.loads(json.dumps(as_dict)) == as_dict

@@ -33,10 +33,20 @@ from ._handles import ShutdownReport, TaskHandle, cancel_handle
 from ._runner import Runner, live_runners
 from ._threads import reset_asgiref_in_child
 
-__all__ = ("cancel", "configure", "get_runner", "shutdown", "submit")
+__all__ = (
+    "cancel",
+    "configure",
+    "default_options",
+    "get_runner",
+    "shutdown",
+    "submit",
+    "swap_default",
+)
 
 T = TypeVar("T")
 PosArgsT = TypeVarTuple("PosArgsT")
+# What loopkeeper.testing puts in submit()'s place: (func, args, name, timeout) -> handle.
+SubmitWith = Callable[[Any, tuple[Any, ...], "str | None", "float | None"], TaskHandle[Any]]
 
 
 class _Default:
@@ -44,9 +54,11 @@ class _Default:
 
     def __init__(self) -> None:
         self.pid: Final = os.getpid()
-        self.lock: Final = threading.Lock()  # guards the two fields below
+        self.lock: Final = threading.Lock()  # guards the fields below (submit() reads them)
         self.runner: Runner | None = None
         self.options: dict[str, Any] = {}
+        # loopkeeper.testing only (swap_default): takes submit()'s place for one test.
+        self.submit_with: SubmitWith | None = None
 
 
 _state = _Default()  # replaced, never mutated across processes
@@ -147,7 +159,13 @@ def submit(  # type: ignore[misc]  # mypy cannot match overload 2 (a coroutine) 
 
         h = loopkeeper.submit(send_welcome_mail, user_id, name="welcome-mail", timeout=30)
     """
-    return get_runner().submit(func, *args, name=name, timeout=timeout)
+    state = _current()
+    if state.submit_with is not None:  # a test's loopkeeper.testing.isolated_runner()
+        return state.submit_with(func, args, name, timeout)
+    runner = state.runner
+    if runner is None:
+        runner = get_runner()
+    return runner.submit(func, *args, name=name, timeout=timeout)
 
 
 def cancel(handle: TaskHandle[Any], msg: str | None = None) -> bool:
@@ -168,6 +186,25 @@ def shutdown(timeout: float | None = None, *, cancel_remaining: bool = True) -> 
     return get_runner().shutdown(timeout, cancel_remaining=cancel_remaining)
 
 
+def default_options() -> dict[str, Any]:
+    """For ``loopkeeper.testing``: a copy of the options ``configure()`` set.  Any thread."""
+    return dict(_current().options)
+
+
+def swap_default(
+    runner: Runner | None, submit_with: SubmitWith | None
+) -> tuple[Runner | None, SubmitWith | None]:
+    """For ``loopkeeper.testing`` only: make ``runner`` this process's default runner and
+    ``submit_with`` the function ``submit()`` calls instead of ``runner.submit``; return
+    the two it replaced, to be put back the same way.  Any thread.
+    """
+    state = _current()
+    with state.lock:
+        previous = state.runner, state.submit_with
+        state.runner, state.submit_with = runner, submit_with
+    return previous
+
+
 def _exit_hook() -> None:
     """Drain every started runner of this process.  Never raises."""
     interrupted = False
@@ -177,7 +214,7 @@ def _exit_hook() -> None:
                 runner._shutdown(0.0, False, frozenset())
             else:  # logs its own report
                 runner._shutdown(runner.shutdown_timeout, True, frozenset())
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C, a server's abort handler
             interrupted = True  # that runner's report was made and logged
         except BaseException as exc:  # noqa: BLE001  an exit hook must not raise
             _logging.log(_logging.ERROR, "exit_drain_failed", runner=runner.name, exc_info=exc)

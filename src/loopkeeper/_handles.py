@@ -126,6 +126,11 @@ class RunnerStats:
     threads: int
     loop_lag: float
 
+    def as_dict(self) -> dict[str, int | float]:
+        """The snapshot as a plain dict of its fields, ready for ``json.dumps``: for health
+        checks and metrics exporters.  ``{"submitted": 3, "pending": 0, ...}``."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)

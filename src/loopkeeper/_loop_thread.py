@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 from . import _logging
+from ._threads import leave_signals_to_the_main_thread
 
 __all__ = ("LoopThread",)
 
@@ -309,6 +310,7 @@ class LoopThread(Generic[Item]):
     # -- watchdog thread -----------------------------------------------------------
 
     def _watch(self) -> None:
+        leave_signals_to_the_main_thread()
         threshold = self._watchdog_threshold
         assert threshold is not None
         incident: float | None = None  # the heartbeat the current incident started after
@@ -349,6 +351,7 @@ class LoopThread(Generic[Item]):
         )
 
     def _run(self) -> None:
+        leave_signals_to_the_main_thread()
         try:
             loop = self._loop_factory() if self._loop_factory else asyncio.new_event_loop()
         except BaseException as exc:  # noqa: BLE001  reported to start()'s caller

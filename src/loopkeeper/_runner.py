@@ -728,6 +728,15 @@ class Runner:
             _logging.log(_logging.WARNING, "worker_start_failed", runner=self.name, exc_info=exc)
         if THREADS_REFUSED_AT_EXIT:
             prestart_asgiref_thread()
+        uwsgi = sys.modules.get("uwsgi")  # present only inside a uWSGI worker
+        if uwsgi is not None and not getattr(uwsgi, "has_threads", True):
+            _logging.log(
+                _logging.WARNING,
+                "uwsgi_threads_disabled",
+                runner=self.name,
+                advice="run uWSGI with --enable-threads: without it, loopkeeper's threads "
+                "run only while this worker is serving a request",
+            )
         _logging.log(_logging.INFO, "runner_started", runner=self.name)
 
     def _dispatch_on_loop(self, batch: list[TaskHandle[Any]]) -> None:
@@ -1004,8 +1013,9 @@ class Runner:
         The done callbacks of the tasks it settles on this thread are set aside and run
         once the report exists, so a callback's own ``shutdown()`` returns it.
 
-        A ``KeyboardInterrupt`` (a second Ctrl-C) at any step skips to the report: what
-        is unfinished is abandoned, the report is made and logged, then the interrupt is
+        A ``KeyboardInterrupt`` (a second Ctrl-C) or a ``SystemExit`` (a server's abort
+        handler, such as gunicorn's on SIGABRT) at any step skips to the report: what is
+        unfinished is abandoned, the report is made and logged, then the interruption is
         raised again.
         """
         me = threading.current_thread()
@@ -1025,14 +1035,14 @@ class Runner:
         begun = time.monotonic()
         waited: list[TaskHandle[Any]] = []
         callbacks: list[Callback] = []  # of the tasks settled here: run after the report
-        interrupted = False
+        interrupted: KeyboardInterrupt | SystemExit | None = None
         report: ShutdownReport | None = None
         try:
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
                 self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks)
-            except KeyboardInterrupt:
-                interrupted = True
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = exc
             abandoned = self._abandon(waited, callbacks)
             report = ShutdownReport(
                 completed=sum(
@@ -1056,11 +1066,11 @@ class Runner:
                 self._stop(begun + timeout + GRACE, join=not exempt)
             else:  # left running: keep them referenced; stop once they have ended
                 self._loop_thread.call_soon(self._hand_over_left_running_on_loop, waited)
-        except KeyboardInterrupt:
-            interrupted = True
+        except (KeyboardInterrupt, SystemExit) as exc:
+            interrupted = interrupted or exc
         run_callbacks(callbacks)
-        if interrupted:
-            raise KeyboardInterrupt
+        if interrupted is not None:
+            raise interrupted
         return report
 
     def _hand_over_left_running_on_loop(self, waited: list[TaskHandle[Any]]) -> None:

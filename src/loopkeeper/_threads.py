@@ -39,6 +39,7 @@ import contextvars
 import itertools
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -178,6 +179,27 @@ _STOP: Final = None  # sentinel: the worker that takes it exits
 Job = Callable[[], None]
 
 
+# Signals sent to the process that a thread of ours should never receive: POSIX delivers
+# such a signal to any thread that does not block it, and a server's C-level handler (uWSGI
+# installs them for SIGINT, SIGTERM, SIGHUP in its workers, and calls exit() from them) then
+# runs on that thread: uWSGI's exit stage would drain loopkeeper from its own loop thread.
+# Python's own handlers run on the main thread whatever thread the signal reached, so
+# blocking the signals here changes nothing for Python code.
+_PROCESS_SIGNALS: Final = frozenset(
+    getattr(signal, name)
+    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGABRT")
+    if hasattr(signal, name)
+)
+
+
+def leave_signals_to_the_main_thread() -> None:
+    """Block the process-directed signals in the calling thread (one of loopkeeper's own,
+    at its start), so the kernel delivers them to the main thread.  No-op where
+    ``pthread_sigmask`` does not exist (Windows)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _PROCESS_SIGNALS)
+
+
 class WorkerPool:
     """A bounded, reused pool of daemon threads running zero-argument jobs, tracked."""
 
@@ -308,6 +330,7 @@ class WorkerPool:
         threading.Thread(target=self._work, name=name, daemon=True).start()
 
     def _work(self) -> None:
+        leave_signals_to_the_main_thread()
         try:
             self._work_until_stopped()
         finally:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from django.utils import timezone, translation
+
 from loopkeeper.contrib.django._tasks_compat import TaskContext, task
 
 # Gates a test opens for the ``block`` task, by name; and what ``record`` saw, in order.
@@ -81,3 +83,13 @@ def block(name: str) -> None:
     entered.set()
     if not release.wait(10):
         raise TimeoutError(f"gate {name!r} was never opened")
+
+
+@task
+def locale_now() -> list[str]:
+    return [translation.get_language(), timezone.get_current_timezone_name()]
+
+
+@task
+async def alocale_now() -> list[str]:
+    return [translation.get_language(), timezone.get_current_timezone_name()]

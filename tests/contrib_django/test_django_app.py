@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -152,6 +153,24 @@ def test_uwsgi_without_threads_is_warned_about(fake_uwsgi: types.SimpleNamespace
     warnings = checks.check_uwsgi()
     assert [warning.id for warning in warnings] == ["loopkeeper.W001"]
     assert "--enable-threads" in (warnings[0].hint or "")
+
+
+def test_uwsgi_without_threads_is_logged_at_start_up(
+    fake_uwsgi: types.SimpleNamespace, caplog: pytest.LogCaptureFixture
+) -> None:
+    """uWSGI never runs system checks, so ``ready()`` inside it logs W001 as a warning."""
+    fake_uwsgi.has_threads = 0
+    config = apps.get_app_config("loopkeeper")
+    assert isinstance(config, LoopkeeperConfig)
+    try:
+        with caplog.at_level(logging.WARNING, logger="loopkeeper.django"):
+            config.ready()
+    finally:
+        config.not_applied = None  # configure() refuses once the runner has started
+    lines = [r.getMessage() for r in caplog.records if r.name == "loopkeeper.django"]
+    assert len(lines) == 1
+    assert "uwsgi.has_threads is false" in lines[0]
+    assert "loopkeeper.W001" in lines[0]
 
 
 def test_uwsgi_with_threads_or_no_uwsgi_is_fine(fake_uwsgi: types.SimpleNamespace) -> None:

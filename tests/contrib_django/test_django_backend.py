@@ -23,10 +23,11 @@ from typing import Any
 import anyio
 import django
 import pytest
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import loopkeeper
 from loopkeeper.contrib.django._tasks_compat import (
@@ -41,6 +42,7 @@ from loopkeeper.contrib.django._tasks_compat import (
     task_started,
 )
 from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBackend
+from loopkeeper.contrib.django.hygiene import DjangoHooks
 
 from . import tasks
 from .conftest import BACKEND, WaitFinished
@@ -214,6 +216,20 @@ def test_any_exception_fails_the_task_with_path_and_traceback(
     assert finished(tasks.add.enqueue(1, 1)).return_value == 2  # the runner lives on
 
 
+@pytest.mark.parametrize("task", [tasks.locale_now, tasks.alocale_now], ids=["sync", "async"])
+def test_task_runs_in_default_language_and_time_zone(task: Any, finished: WaitFinished) -> None:
+    """A Django task runs with the default language and time zone, as a worker process
+    of a multi-process backend runs it, whatever the enqueuer had active."""
+    with translation.override("fr"), timezone.override("Asia/Tokyo"):
+        result = task.enqueue()
+    assert finished(result).return_value == [settings.LANGUAGE_CODE, settings.TIME_ZONE]
+
+
+def test_default_runner_has_djangos_hooks() -> None:
+    """The app gave the default runner DjangoHooks (database hygiene and the rest)."""
+    assert isinstance(loopkeeper.get_runner().hooks, DjangoHooks)
+
+
 def test_takes_context_gets_the_running_result(finished: WaitFinished) -> None:
     """A ``takes_context`` task gets a TaskContext of its own result, first attempt."""
     result = tasks.context_info.enqueue()
@@ -251,6 +267,23 @@ def test_log_lines_are_exactly_those_of_djangos_backends(
     assert messages[1].endswith("state=RUNNING")
     assert messages[2].endswith("state=SUCCESSFUL")
     assert not any("NoneType" in r.getMessage() or r.exc_info for r in lines)
+
+
+@pytest.mark.parametrize("task", [tasks.fail, tasks.afail], ids=["sync", "async"])
+def test_failed_task_log_lines_are_exactly_those_of_djangos_backends(
+    task: Any, finished: WaitFinished, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed task also gets exactly three lines: enqueued, state=RUNNING, and
+    state=FAILED at ERROR with the task's exception as its traceback."""
+    with caplog.at_level(logging.DEBUG, logger=LOGGER_NAME):
+        result = task.enqueue("ValueError", "This task failed due to ValueError")
+        finished(result)
+    lines = [r for r in caplog.records if r.name == LOGGER_NAME]
+    assert [r.levelno for r in lines] == [logging.DEBUG, logging.INFO, logging.ERROR]
+    assert lines[1].getMessage().endswith("state=RUNNING")
+    assert lines[2].getMessage().endswith("state=FAILED")
+    assert lines[2].exc_info is not None
+    assert str(lines[2].exc_info[1]) == "This task failed due to ValueError"
 
 
 def test_task_enqueued_is_sent_before_the_task_can_start(finished: WaitFinished) -> None:
@@ -386,9 +419,9 @@ def test_aenqueue_works_on_the_runners_own_loop() -> None:
 
 
 @pytest.fixture
-def slots_held() -> Iterator[Callable[[], None]]:
-    """Hold every MAX_CONCURRENCY slot of the default runner with blocking tasks;
-    the yielded function lets them go (teardown does too)."""
+def slots_held() -> Iterator[Callable[[int | None], None]]:
+    """Hold every MAX_CONCURRENCY slot of the default runner with blocking tasks; the
+    yielded ``release(n)`` lets ``n`` of them go (None: all; teardown lets all go)."""
     limit = loopkeeper.get_runner().max_concurrency
     assert limit is not None
     names = [f"slot-{i}" for i in range(limit)]
@@ -401,19 +434,20 @@ def slots_held() -> Iterator[Callable[[], None]]:
         entered, _ = tasks.gate(name)
         assert entered.wait(10), f"blocking task {name} never started"
 
-    def release() -> None:
-        for name in names:
+    def release(count: int | None = None) -> None:
+        for name in names[:count]:
             tasks.gate(name)[1].set()
 
     yield release
-    release()
+    release(None)
 
 
 def test_priority_orders_tasks_waiting_for_a_slot(
-    slots_held: Callable[[], None], finished: WaitFinished
+    slots_held: Callable[[int | None], None], finished: WaitFinished
 ) -> None:
     """While every MAX_CONCURRENCY slot is taken, waiting tasks start highest priority
-    first, and in arrival order within one priority."""
+    first, and in arrival order within one priority.  One slot is freed, the others stay
+    held, so the waiting tasks run one at a time and their order is the start order."""
     tasks.recorded.clear()
     results = [
         tasks.record.using(priority=priority).enqueue(label)
@@ -426,26 +460,33 @@ def test_priority_orders_tasks_waiting_for_a_slot(
         ]
     ]
     assert all(tasks.record.get_result(r.id).status == TaskResultStatus.READY for r in results)
-    slots_held()
+    slots_held(1)
     for result in results:
         finished(result)
     assert tasks.recorded == ["highest", "high", "default-1", "default-2", "low"]
 
 
-def test_run_after_waits_for_its_time_without_holding_a_slot(
-    slots_held: Callable[[], None], finished: WaitFinished
-) -> None:
-    """A deferred task stays READY until its ``run_after``, starts no earlier, and holds
-    no concurrency slot while it waits."""
+def test_run_after_waits_for_its_time(finished: WaitFinished) -> None:
+    """A deferred task stays READY until its ``run_after`` and starts no earlier."""
     run_after = timezone.now() + timedelta(milliseconds=300)
     deferred = tasks.add.using(run_after=run_after).enqueue(1, 1)
-    slots_held()  # both slots free again: the deferred task must not hold one meanwhile
-    quick = finished(tasks.add.enqueue(2, 2))
-    assert quick.status == TaskResultStatus.SUCCESSFUL
+    assert tasks.add.get_result(deferred.id).status == TaskResultStatus.READY
     done = finished(deferred)
     assert done.return_value == 2
     assert done.started_at is not None
     assert done.started_at >= run_after
+
+
+def test_deferred_task_holds_no_slot_while_it_waits(
+    slots_held: Callable[[int | None], None], finished: WaitFinished
+) -> None:
+    """With a single free MAX_CONCURRENCY slot, a task deferred by an hour leaves it free:
+    a task enqueued after it runs and finishes."""
+    slots_held(1)  # one slot free, the others held
+    later = timezone.now() + timedelta(hours=1)
+    deferred = tasks.noop.using(run_after=later).enqueue()
+    assert finished(tasks.add.enqueue(2, 2)).return_value == 4
+    assert tasks.noop.get_result(deferred.id).status == TaskResultStatus.READY
 
 
 def test_run_after_in_the_past_runs_at_once(finished: WaitFinished) -> None:
@@ -485,7 +526,6 @@ def test_on_commit_enqueues_after_commit(finished: WaitFinished) -> None:
 _SHUTDOWN_SCRIPT = """
 import asyncio, json, threading
 from datetime import timedelta
-from pathlib import Path
 import django
 from django.conf import settings
 
@@ -493,7 +533,7 @@ settings.configure(
     INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
     USE_TZ=True,
     LOGGING_CONFIG=None,
-    LOOPKEEPER={"MAX_CONCURRENCY": 1},
+    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 3},
     TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
 )
 django.setup()
@@ -512,13 +552,21 @@ async def hold() -> None:
 def waiting() -> None:
     pass
 
+def refused() -> str:
+    try:
+        waiting.enqueue()
+    except Exception as exc:
+        return type(exc).__name__
+    return "accepted"
+
 held = hold.enqueue()
-queued = waiting.enqueue()
+queued = [waiting.enqueue(), waiting.enqueue()]
+out = {"over_max_pending": refused()}  # 1 running + 2 waiting: the limit of 3
 deferred = waiting.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
 assert started.wait(10)
 report = loopkeeper.shutdown(timeout=0.2)
-out = {}
-for label, result in [("held", held), ("queued", queued), ("deferred", deferred)]:
+out["after_shutdown"] = refused()
+for label, result in [("held", held), ("queued", queued[1]), ("deferred", deferred)]:
     result.refresh()
     out[label] = [str(result.status), [e.exception_class_path for e in result.errors]]
 out["cancelled"] = report.cancelled
@@ -526,10 +574,11 @@ print(json.dumps(out))
 """
 
 
-def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) -> None:
-    """At shutdown, a running task the runner cancels is FAILED with CancelledError, a
-    task still waiting for a slot is FAILED with RunnerClosedError, and a deferred task
-    whose time has not come stays READY (it lived in this process only)."""
+def test_overload_and_shutdown_show_in_enqueue_and_results(tmp_path: Path) -> None:
+    """Over MAX_PENDING, ``enqueue`` raises OverloadedError.  At shutdown, a running task
+    the runner cancels is FAILED with CancelledError, a task still waiting for a slot is
+    FAILED with RunnerClosedError, a deferred task whose time has not come stays READY
+    (it lived in this process only), and a later ``enqueue`` raises RunnerClosedError."""
     extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
     script = tmp_path / "shutdown_tasks.py"
     script.write_text(_SHUTDOWN_SCRIPT.replace("EXTRA_APPS", extra))
@@ -547,5 +596,21 @@ def test_shutdown_fails_what_it_stops_and_leaves_deferred_ready(tmp_path: Path) 
     assert seen["held"] == ["FAILED", ["asyncio.exceptions.CancelledError"]]
     assert seen["queued"] == ["FAILED", ["loopkeeper.RunnerClosedError"]]
     assert seen["deferred"] == ["READY", []]
+    assert seen["over_max_pending"] == "OverloadedError"
+    assert seen["after_shutdown"] == "RunnerClosedError"
     # The held task, and the deferred task's timer set-up, still waiting for the one slot.
     assert seen["cancelled"] == 2
+
+
+@pytest.mark.loopkeeper(eager=True)
+def test_run_after_under_the_eager_test_fixture_still_runs(
+    loopkeeper_runner: loopkeeper.Runner, finished: WaitFinished
+) -> None:
+    """With loopkeeper.testing's eager mode on, a deferred task is still armed on the
+    runner's loop (not on a throwaway eager loop, where its timer would never fire) and
+    runs at its time."""
+    run_after = timezone.now() + timedelta(milliseconds=50)
+    done = finished(tasks.add.using(run_after=run_after).enqueue(4, 4))
+    assert done.return_value == 8
+    assert done.started_at is not None
+    assert done.started_at >= run_after

@@ -222,6 +222,9 @@ def scenario_hint(options: dict[str, Any]) -> dict[str, Any]:
 
     handle = loopkeeper.submit(orm_on_the_loop, name="orm-on-loop")
     error = handle.exception(timeout=10)
+    # The line is logged after the handle settles (and wakes us): the shutdown stops the
+    # loop thread, which logged it, so it is in by then.
+    loopkeeper.shutdown(timeout=10)
     return {
         "error": type(error).__name__,
         "failed_lines": [line for line in lines if line.startswith("task_failed")],

@@ -1,7 +1,7 @@
 """Settings for the engines test project.  Only ``TASKS["default"]`` depends on the engine.
 
 Environment (set by ``tests/django_engines/test_engines.py``):
-``LK_ENGINE``: ``inprocess``, ``database`` or ``rq``; ``LK_ENGINES_DB``: the PostgreSQL
+``LK_ENGINE``: ``loopkeeper``, ``database`` or ``rq``; ``LK_ENGINES_DB``: the PostgreSQL
 database (created and dropped by the test); ``LK_ENGINES_QUEUE``: the queue name, unique to
 the test run so that workers of other runs on the same Redis never take its tasks.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import sys
 from typing import Any
 
 ENGINE = os.environ["LK_ENGINE"]
@@ -23,8 +22,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 ALLOWED_HOSTS: list[str] = []
 
 # Each engine's app is installed once, whichever engine is in use (as a project that may
-# switch would have it): django_tasks_db owns the queue table, django_rq the RQ connections.
-INSTALLED_APPS = ["django_tasks_db", "django_rq", "enginesite"]
+# switch would have it): loopkeeper's applies LOOPKEEPER, django_tasks_db owns the queue
+# table, django_rq the RQ connections.
+INSTALLED_APPS = ["loopkeeper.contrib.django", "django_tasks_db", "django_rq", "enginesite"]
 
 DATABASES = {
     "default": {
@@ -42,16 +42,8 @@ QUEUES = ["default", QUEUE]
 _REDIS = {"HOST": "127.0.0.1", "PORT": 6379, "DB": int(os.environ.get("LK_ENGINES_REDIS_DB", "0"))}
 RQ_QUEUES = dict.fromkeys(QUEUES, _REDIS)
 
-# The dev environment has Django 6 (django.tasks) on Python >= 3.12 and Django 5.2 with the
-# django-tasks backport below it (pyproject.toml's dev group), so the version picks the path.
-if sys.version_info >= (3, 12):
-    IN_PROCESS_BACKEND = "django.tasks.backends.immediate.ImmediateBackend"
-else:
-    IN_PROCESS_BACKEND = "django_tasks.backends.immediate.ImmediateBackend"
-
 BACKENDS: dict[str, dict[str, Any]] = {
-    # Stand-in for LoopkeeperBackend until that lands: runs each task inside enqueue().
-    "inprocess": {"BACKEND": IN_PROCESS_BACKEND},
+    "loopkeeper": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"},
     "database": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     "rq": {"BACKEND": "django_tasks_rq.RQBackend"},
 }

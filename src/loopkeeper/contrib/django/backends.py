@@ -23,23 +23,27 @@ signals are sent from a worker thread either way (receivers may use the ORM), so
 async task's two signals cost it two short trips to a worker thread.
 
 Life of a task: ``enqueue`` validates it, records its ``TaskResult`` (READY), sends
-``task_enqueued`` and only then hands it on, so the signal always comes before the
-task can start.  A task due later (``run_after``) waits on a timer of the loop, holding no
-concurrency slot.  Under the runner's ``MAX_CONCURRENCY`` the gate lets at most that many
-of this module's tasks into the runner at once and keeps the rest in a heap, highest
-``priority`` first, then first come first served; without the limit nothing waits.  The
+``task_enqueued`` and only then hands it on, so the signal always comes before the task
+can start. A task due later (``run_after``) waits on a timer of the loop, holding no
+concurrency slot (setting the timer is a tiny runner task of its own, named
+``<module path> (run_after)``). Under the runner's ``MAX_CONCURRENCY`` the gate lets at most that
+many of this module's tasks into the runner at once and keeps the rest in a heap, highest
+``priority`` first, then first come first served; without the limit nothing waits. The
 task then runs: RUNNING (``task_started``), then SUCCESSFUL or FAILED (``task_finished``;
 a failure is sent from inside the exception handler, so Django's ERROR line carries the
-traceback).  Anything the task raises fails it, ``SystemExit`` and ``KeyboardInterrupt``
+traceback). Anything the task raises fails it, ``SystemExit`` and ``KeyboardInterrupt``
 included (there is no caller to hand them to); so does a return value that is not JSON
-(``TypeError``, as in Django's own backends).  A task the runner cancels (at shutdown) is
-FAILED with the ``CancelledError``; a task that never started because the runner closed
-is FAILED with ``RunnerClosedError``; a deferred task whose time had not come when the
-process ended never runs (its result stays READY).
+(``TypeError``, as in Django's own backends). A task runs in the default language and time
+zone, as a worker process of a multi-process backend would run it. A task the runner
+cancels (at shutdown) is FAILED with the ``CancelledError``; a task that never started
+because the runner closed is FAILED with ``RunnerClosedError``; a deferred task whose time
+had not come when the process ended never runs (its result stays READY).
 
 Results: ``get_result`` answers for tasks of this process only, the newest
 ``MAX_RESULTS`` per alias (oldest dropped first, finished or not); each call returns a
-snapshot, so a result object never changes under its reader: ``refresh()`` it.
+snapshot, so a result object never changes under its reader: ``refresh()`` it.  The
+result ``enqueue`` returns (and ``task_enqueued`` carries) is the READY one, never
+changed by the backend afterwards.
 
 After fork: the child starts with no results and an empty gate.
 """
@@ -64,7 +68,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
-from django.utils import timezone
+from django.utils import timezone, translation
 
 import loopkeeper
 
@@ -98,13 +102,37 @@ DEFAULT_MAX_RESULTS: Final = 10_000
 _OPTIONS: Final = ("MAX_RESULTS",)
 
 
-@dataclasses.dataclass(eq=False)
 class _Job:
-    """One enqueued task: its result (the truth, changed only under ``_state.lock``)."""
+    """One enqueued task: the result ``enqueue`` returned (never changed afterwards), and
+    what changed since, read and written only under ``_state.lock``.  Snapshots
+    (``_snapshot``) put the two together."""
 
-    result: TaskResult[Any, Any]
-    sender: type[LoopkeeperBackend]  # the signals' sender, as Django's backends send it
-    name: str  # the loopkeeper task's name: the task's module path
+    __slots__ = (
+        "errors",
+        "finished_at",
+        "last_attempted_at",
+        "name",
+        "result",
+        "return_value",
+        "sender",
+        "started_at",
+        "status",
+        "worker_ids",
+    )
+
+    def __init__(
+        self, result: TaskResult[Any, Any], sender: type[LoopkeeperBackend], name: str
+    ) -> None:
+        self.result: Final = result  # READY, as enqueued
+        self.sender: Final = sender  # the signals' sender, as Django's backends send it
+        self.name: Final = name  # the loopkeeper task's name: the task's module path
+        self.status = TaskResultStatus.READY
+        self.started_at: datetime | None = None
+        self.last_attempted_at: datetime | None = None
+        self.finished_at: datetime | None = None
+        self.return_value: object = None
+        self.errors: list[TaskError] = []
+        self.worker_ids: list[str] = []
 
     @property
     def run_after(self) -> datetime | None:
@@ -118,8 +146,8 @@ class _State:
         self.pid: Final = os.getpid()
         self.worker_id: Final = secrets.token_hex(16)  # this process, in TaskResult.worker_ids
         self.lock: Final = threading.Lock()  # guards every field below; bookkeeping only
-        # By alias, oldest first.  The TaskResult objects in it are changed under the lock.
-        self.results: dict[str, OrderedDict[str, TaskResult[Any, Any]]] = {}
+        # By alias, oldest first.
+        self.results: dict[str, OrderedDict[str, _Job]] = {}
         # Jobs waiting for a concurrency slot: (-priority, arrival, job), a min-heap.
         self.waiting: list[tuple[int, int, _Job]] = []
         self.arrivals: Final = itertools.count()
@@ -202,21 +230,22 @@ class LoopkeeperBackend(BaseTaskBackend):
         state = _current()
         with state.lock:
             results = state.results.setdefault(self.alias, OrderedDict())
-            results[result.id] = result
+            results[result.id] = job
             while len(results) > self._max_results:
                 results.popitem(last=False)
-            snapshot = _snapshot(result)
-        task_enqueued.send(job.sender, task_result=snapshot)
+        task_enqueued.send(job.sender, task_result=result)
         try:
             if job.run_after is not None and job.run_after > now:
-                loopkeeper.submit(_arm_timer, job, name=f"{job.name} (run_after)")
+                # The default runner itself, never loopkeeper.submit(): loopkeeper.testing's
+                # eager mode would run the timer on a throwaway loop, where it never fires.
+                loopkeeper.get_runner().submit(_arm_timer, job, name=f"{job.name} (run_after)")
             else:
                 _admit(job)
         except BaseException:
             with state.lock:
                 state.results[self.alias].pop(result.id, None)
             raise
-        return snapshot
+        return result
 
     async def aenqueue(
         self, task: Task[P, R], args: list[Any], kwargs: dict[str, Any]
@@ -235,9 +264,9 @@ class LoopkeeperBackend(BaseTaskBackend):
         state = _current()
         with state.lock:
             results = state.results.get(self.alias)
-            result = None if results is None else results.get(result_id)
-            if result is not None:
-                return _snapshot(result)
+            job = None if results is None else results.get(result_id)
+            if job is not None:
+                return _snapshot(job)
         raise TaskResultDoesNotExist(result_id)
 
     async def aget_result(self, result_id: str) -> TaskResult[Any, Any]:
@@ -278,24 +307,37 @@ def _read_options(options: object) -> tuple[int, list[str]]:
     return max_results, errors
 
 
-# Every field, ``_return_value`` (init=False) included; the lists are copied apart.
-_SHARED_FIELDS: Final = tuple(
+# The fields of a TaskResult that never change after enqueue (the task, id, arguments, ...).
+_FIXED_FIELDS: Final = tuple(
     field.name
     for field in dataclasses.fields(TaskResult)
-    if field.name not in {"errors", "worker_ids"}
+    if field.name
+    not in {
+        "status",
+        "started_at",
+        "last_attempted_at",
+        "finished_at",
+        "_return_value",
+        "errors",
+        "worker_ids",
+    }
 )
 
 
-def _snapshot(result: TaskResult[P, R]) -> TaskResult[P, R]:
-    """A copy the caller may keep: its lists are its own.  Under ``_state.lock``.
-
-    Field by field rather than ``copy.copy`` (which goes through ``__reduce_ex__``): a
-    third of the cost of ``enqueue``, measured."""
+def _snapshot(job: _Job) -> TaskResult[Any, Any]:
+    """The job's result as it is now, a copy the caller may keep (its lists are its own).
+    Under ``_state.lock``.  Field by field: ``copy.copy`` costs several times more."""
+    result = job.result
     copied = object.__new__(type(result))
-    for name in _SHARED_FIELDS:
+    for name in _FIXED_FIELDS:
         object.__setattr__(copied, name, getattr(result, name))
-    object.__setattr__(copied, "errors", list(result.errors))
-    object.__setattr__(copied, "worker_ids", list(result.worker_ids))
+    object.__setattr__(copied, "status", job.status)
+    object.__setattr__(copied, "started_at", job.started_at)
+    object.__setattr__(copied, "last_attempted_at", job.last_attempted_at)
+    object.__setattr__(copied, "finished_at", job.finished_at)
+    object.__setattr__(copied, "_return_value", job.return_value)
+    object.__setattr__(copied, "errors", list(job.errors))
+    object.__setattr__(copied, "worker_ids", list(job.worker_ids))
     return copied
 
 
@@ -393,12 +435,10 @@ def _start(job: _Job) -> TaskResult[Any, Any]:
     state = _current()
     now = timezone.now()
     with state.lock:
-        result = job.result
-        object.__setattr__(result, "status", TaskResultStatus.RUNNING)
-        object.__setattr__(result, "started_at", now)
-        object.__setattr__(result, "last_attempted_at", now)
-        result.worker_ids.append(state.worker_id)
-        return _snapshot(result)
+        job.status = TaskResultStatus.RUNNING
+        job.started_at = job.last_attempted_at = now
+        job.worker_ids.append(state.worker_id)
+        return _snapshot(job)
 
 
 def _arguments(job: _Job, snapshot: TaskResult[Any, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -412,11 +452,10 @@ def _settle_succeeded(job: _Job, value: object) -> TaskResult[Any, Any]:
     state = _current()
     now = timezone.now()
     with state.lock:
-        result = job.result
-        object.__setattr__(result, "_return_value", value)
-        object.__setattr__(result, "finished_at", now)
-        object.__setattr__(result, "status", TaskResultStatus.SUCCESSFUL)
-        return _snapshot(result)
+        job.return_value = value
+        job.finished_at = now
+        job.status = TaskResultStatus.SUCCESSFUL
+        return _snapshot(job)
 
 
 def _settle_failed(
@@ -430,17 +469,25 @@ def _settle_failed(
     state = _current()
     now = timezone.now()
     with state.lock:
-        result = job.result
-        if only_if_ready and result.status != TaskResultStatus.READY:
-            return _snapshot(result)
-        result.errors.append(error)
-        object.__setattr__(result, "finished_at", now)
-        object.__setattr__(result, "status", TaskResultStatus.FAILED)
-        return _snapshot(result)
+        if only_if_ready and job.status != TaskResultStatus.READY:
+            return _snapshot(job)
+        job.errors.append(error)
+        job.finished_at = now
+        job.status = TaskResultStatus.FAILED
+        return _snapshot(job)
+
+
+def _as_in_a_worker() -> None:
+    """The default language and time zone, as a worker process of any other backend
+    runs a task (``loopkeeper.submit()`` carries the submitter's; a Django task does not,
+    so that the same task code behaves the same on a multi-process backend)."""
+    translation.deactivate()
+    timezone.deactivate()
 
 
 def _run_sync(job: _Job) -> None:
     """Worker thread: the whole life of a sync task."""
+    _as_in_a_worker()
     try:
         snapshot = _start(job)
         task_started.send(job.sender, task_result=snapshot)
@@ -454,6 +501,7 @@ def _run_sync(job: _Job) -> None:
 
 async def _run_async(job: _Job) -> None:
     """Loop thread: an async task; its signals go out from a worker thread."""
+    _as_in_a_worker()
     try:
         snapshot = _start(job)
         await loopkeeper.run_in_thread(_send, task_started, job.sender, snapshot, None)

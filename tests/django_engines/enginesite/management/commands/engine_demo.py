@@ -5,8 +5,9 @@ The same code for every engine, as a view or a script of a real project would be
 - ``engine_demo enqueue TOKEN [--wait S]`` enqueues ``record_sync(TOKEN, 21)`` and
   ``record_async(TOKEN, 41)`` on ``settings.QUEUE``; with ``--wait``, it waits (at most S
   seconds) for both to finish before printing.
-- ``engine_demo results SYNC_ID ASYNC_ID --wait S`` fetches both results by id, as any process
-  of the project may, waiting for them to finish.
+- ``engine_demo results SYNC_ID ASYNC_ID [--wait S]`` fetches both results by id, as any
+  process of the project may, waiting for them to finish; if the backend has no such result
+  (an in-process backend's live in the process that enqueued them), both are ``MISSING``.
 
 Output: ``{"backend": ..., "pid": ..., "results": [{"id", "status", "return_value", ...}]}``.
 """
@@ -27,8 +28,10 @@ from ...tasks import record_async, record_sync
 
 if sys.version_info >= (3, 12):  # as in tasks.py: Django 6 here, Django 5.2 below
     from django.tasks import TaskResultStatus
+    from django.tasks.exceptions import TaskResultDoesNotExist
 else:
     from django_tasks import TaskResultStatus
+    from django_tasks.exceptions import TaskResultDoesNotExist
 
 STATUSES = ("READY", "RUNNING", "SUCCESSFUL", "FAILED")
 FINAL = frozenset({"SUCCESSFUL", "FAILED"})
@@ -81,7 +84,12 @@ class Command(BaseCommand):
         else:
             if len(values) != 2:
                 raise CommandError(f"results takes SYNC_ID ASYNC_ID, got {values!r}")
-            results = [record_sync.get_result(values[0]), record_async.get_result(values[1])]
+            try:
+                results = [record_sync.get_result(values[0]), record_async.get_result(values[1])]
+            except TaskResultDoesNotExist:  # an in-process backend's results stay in its process
+                missing = [{"id": value, "status": "MISSING"} for value in values]
+                self.stdout.write(json.dumps({"pid": os.getpid(), "results": missing}))
+                return
         if wait:
             results = self._wait_for(results, wait, fetch=backend.supports_get_result)
         payload = {

@@ -1,0 +1,116 @@
+"""uWSGI (the ``pyuwsgi`` wheel: uWSGI 2.0 built as a Python extension, the same server
+as the ``uwsgi`` binary): work queued by requests is written before each worker exits.
+
+The site's app config calls ``loopkeeper.contrib.uwsgi.install()``, so each worker
+drains in ``uwsgi.atexit``.  The app is loaded in the master before uWSGI forks its
+workers (no ``--lazy-apps``), and it runs a loopkeeper job while it loads: each worker
+must still get a runner of its own, although uWSGI forks without Python's at-fork hooks.
+
+``pyuwsgi`` runs inside an interpreter that already has threads, so ``uwsgi.has_threads``
+is always true there: the warning for a worker without ``--enable-threads`` is tested
+with a stand-in ``uwsgi`` module in ``tests/test_server_hooks.py``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ._harness import require
+
+if TYPE_CHECKING:
+    from .conftest import Serve
+
+KEYS = ["k0", "k1", "k2", "k3"]
+
+
+def uwsgi(*args: str) -> list[str]:
+    require("pyuwsgi")
+    script = shutil.which("uwsgi", path=str(Path(sys.executable).parent)) or "uwsgi"
+    return [
+        script,
+        "--master",
+        "--enable-threads",
+        "--processes",
+        "2",
+        "--http-socket",
+        "127.0.0.1:{port}",
+        "--module",
+        "lktest_site.wsgi:application",
+        *args,
+    ]
+
+
+STOPS = {
+    "uwsgi-sigint": ((), signal.SIGINT),
+    "uwsgi-die-on-term": (("--die-on-term",), signal.SIGTERM),
+    "uwsgi-graceful": (
+        ("--hook-master-start", "unix_signal:15 gracefully_kill_them_all"),
+        signal.SIGTERM,
+    ),
+}
+
+
+def test_idle_workers_drain_in_uwsgi_atexit_once_each(serve: Serve) -> None:
+    """uWSGI ``--master --enable-threads --processes 2``, stopped while idle, three ways
+    side by side: SIGINT, SIGTERM with ``--die-on-term``, and SIGTERM made a graceful stop
+    (``gracefully_kill_them_all``).  Each worker drains in ``uwsgi.atexit``, once, and
+    every row is written."""
+    servers = {name: serve(uwsgi(*args), name=name) for name, (args, _) in STOPS.items()}
+    for name, served in servers.items():
+        served.wait_ready()
+        for key in KEYS:
+            served.queue(f"{name}-{key}")
+    for name, served in servers.items():
+        served.signal(STOPS[name][1])
+    for name, served in servers.items():
+        assert served.wait_exit() in (0, 30), served.text()  # 30: uWSGI's own exit code
+        written = served.assert_all_written([f"{name}-{key}" for key in KEYS])
+        text = served.text()
+        assert "server_drain_started runner='loopkeeper' hook='uwsgi atexit'" in text, text
+        workers = {
+            pid for key, (pid, _) in written.items() if key.split("-", 1)[1].startswith(name)
+        }
+        assert text.count("shutdown_started") == len(workers), text  # one drain per worker
+        assert "uwsgi_threads_disabled" not in text, text
+
+
+@pytest.mark.xfail(
+    (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2),
+    reason="on 3.12.0-3.12.2 the master's loopkeeper starts asgiref's thread before the fork "
+    "(issue 19); with main's DjangoHooks this passed in one run and failed in another: "
+    "not strict until it is understood",
+    strict=False,
+)
+def test_workers_forked_without_at_fork_hooks_get_a_runner_of_their_own(serve: Serve) -> None:
+    """The app runs a loopkeeper job while it loads, in the master, before uWSGI forks its
+    workers without Python's at-fork hooks: each worker still gets a runner of its own,
+    runs its jobs and drains them (the rows carry the workers' pids, not the master's)."""
+    served = serve(uwsgi(), name="uwsgi", LK_SUBMIT_AT_IMPORT="loop", LK_SHUTDOWN_TIMEOUT="3")
+    served.wait_ready()
+    for key in KEYS:
+        served.queue(key)
+    assert served.stop(signal.SIGINT) in (0, 30), served.text()
+    written = served.assert_all_written(KEYS)
+    assert served.process.pid not in {pid for pid, _ in written.values()}, written
+
+
+def test_worker_reload_mercy_shorter_than_the_drain_kills_it_with_the_manifest_logged(
+    serve: Serve,
+) -> None:
+    """The negative case: with ``--worker-reload-mercy 2`` the master SIGKILLs a worker
+    still draining after 2 s.  The jobs are lost, and the drain's first line names them."""
+    served = serve(uwsgi("--worker-reload-mercy", "2"), name="uwsgi")
+    served.wait_ready()
+    served.queue("lost", after=60)
+    served.stop(signal.SIGINT)
+    text = served.text()
+    assert "shutdown_started runner='loopkeeper' unfinished=2" in text, text
+    assert "'sync-lost'" in text, text
+    assert "'async-lost'" in text, text
+    assert served.rows() == {}
