@@ -20,7 +20,7 @@ from typing import Any, Final
 
 import structlog
 
-__all__ = ("DEBUG", "ERROR", "INFO", "WARNING", "debug_enabled", "log")
+__all__ = ("DEBUG", "ERROR", "INFO", "WARNING", "debug_enabled", "log", "log_to")
 
 DEBUG: Final = logging.DEBUG
 INFO: Final = logging.INFO
@@ -41,31 +41,65 @@ def debug_enabled() -> bool:
 
 
 def log(level: int, event: str, /, *, exc_info: BaseException | None = None, **fields: Any) -> None:
-    """Emit one event.  Any thread; never raises because of logging itself.
+    """Emit one event to the ``loopkeeper`` logger.  Any thread; never raises because of
+    logging itself.
 
     A logging filter, handler or structlog processor that raises costs its line only: the
     failure is printed to stderr, as the stdlib's ``Handler.handleError`` does, and the
     caller's bookkeeping goes on.  (A ``KeyboardInterrupt`` or ``SystemExit`` still
     propagates: those are not logging failures.)
     """
+    _emit(_stdlib, "loopkeeper", level, event, exc_info, fields)
+
+
+def log_to(
+    logger: str,
+    level: int,
+    event: str,
+    /,
+    *,
+    exc_info: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """``log()`` to another logger of loopkeeper's: contrib's ``loopkeeper.asgi`` and
+    ``loopkeeper.servers``.  Shared with ``loopkeeper.contrib`` on purpose, so that every
+    loopkeeper line reads the same and never raises because of logging."""
+    stdlib = _LOGGERS.get(logger)
+    if stdlib is None:
+        stdlib = _LOGGERS.setdefault(logger, logging.getLogger(logger))
+    _emit(stdlib, logger, level, event, exc_info, fields)
+
+
+_LOGGERS: dict[str, logging.Logger] = {}  # by name: getLogger() takes a lock every call
+
+
+def _emit(
+    stdlib: logging.Logger,
+    name: str,
+    level: int,
+    event: str,
+    exc_info: BaseException | None,
+    fields: dict[str, Any],
+) -> None:
+    """The one way a line is written (``log()`` and ``log_to()`` call it: the caller of
+    those is two frames up, which ``stacklevel`` names as the line's origin)."""
     try:
         if structlog.is_configured():
-            logger = structlog.get_logger("loopkeeper")
-            method = getattr(logger, _METHOD[level])
+            method = getattr(structlog.get_logger(name), _METHOD[level])
             if exc_info is not None:
                 method(event, exc_info=exc_info, **fields)
             else:
                 method(event, **fields)
             return
-        if not _stdlib.isEnabledFor(level):
+        if not stdlib.isEnabledFor(level):
             return
         text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
-        _stdlib.log(
+        stdlib.log(
             level,
             text,
             exc_info=(type(exc_info), exc_info, exc_info.__traceback__) if exc_info else None,
             extra={"event": event, "loopkeeper": fields},
-            stacklevel=2,
+            stacklevel=3,
         )
     except Exception:  # noqa: BLE001  a broken handler, filter or processor must not break us
         _report_failure(event)

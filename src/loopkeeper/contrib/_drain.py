@@ -17,29 +17,20 @@ traceback.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Final
-
-import structlog
+from typing import Final
 
 import loopkeeper
+
+from ._core import log_to
 
 __all__ = ("GRACE", "drain", "log", "needed_seconds")
 
 GRACE: Final = 1.0  # seconds Runner.shutdown() gives cancelled work after its timeout
 
-_stdlib: Final = logging.getLogger("loopkeeper.servers")
-
-
-def log(level: int, event: str, /, **fields: Any) -> None:
-    """One line to ``loopkeeper.servers``, the way loopkeeper's core logs: through
-    structlog if the application configured it, else as text with the fields."""
-    if structlog.is_configured():
-        structlog.get_logger("loopkeeper.servers").log(level, event, **fields)
-        return
-    if _stdlib.isEnabledFor(level):
-        text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
-        _stdlib.log(level, text, extra={"event": event, "loopkeeper": fields})
+# One line to ``loopkeeper.servers``, written the way every loopkeeper logger writes.
+log: Final = functools.partial(log_to, "loopkeeper.servers")
 
 
 def needed_seconds() -> float:

@@ -63,14 +63,14 @@ Set the server's own graceful timeout for the lifespan shutdown above
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, final
 
-import structlog
-
 import loopkeeper
+
+from ._core import check_optional_seconds, describe, log_to
 
 __all__ = ("ASGIApp", "AnyASGIApp", "LifespanMiddleware", "Message", "Receive", "Scope", "Send")
 
@@ -95,20 +95,8 @@ _REPLIES: Final = {
     "lifespan.shutdown.failed": _SHUTDOWN,
 }  # each reply type, and the message it answers
 
-_stdlib: Final = logging.getLogger("loopkeeper.asgi")
-
-
-def _log(level: int, event: str, /, **fields: Any) -> None:
-    """Emit one event the way loopkeeper's core does: through structlog if the app
-    configured it, else to the stdlib logger ``loopkeeper.asgi`` with the fields as text.
-    A field ``exc_info`` (an exception) adds its traceback."""
-    if structlog.is_configured():
-        structlog.get_logger("loopkeeper.asgi").log(level, event, **fields)
-        return
-    if _stdlib.isEnabledFor(level):
-        exc = fields.pop("exc_info", None)
-        text = " ".join([event, *(f"{key}={value!r}" for key, value in fields.items())])
-        _stdlib.log(level, text, exc_info=exc, extra={"event": event, "loopkeeper": fields})
+# One line to ``loopkeeper.asgi``, written the way every loopkeeper logger writes.
+_log: Final = functools.partial(log_to, "loopkeeper.asgi")
 
 
 @final
@@ -146,12 +134,14 @@ class LifespanMiddleware:
         shutdown_timeout: float | None = None,
     ) -> None:
         if not callable(app):
-            raise TypeError(f"app: expected an ASGI application (a callable), got {_type(app)}")
+            raise TypeError(f"app: expected an ASGI application (a callable), got {describe(app)}")
         if runner is not None and not isinstance(runner, loopkeeper.Runner):
-            raise TypeError(f"runner: expected a loopkeeper.Runner or None, got {_type(runner)}")
+            raise TypeError(f"runner: expected a loopkeeper.Runner or None, got {describe(runner)}")
         self.app: Final = app
         self.runner: Final = runner
-        self.shutdown_timeout: Final = _check_timeout(shutdown_timeout)
+        self.shutdown_timeout: Final = check_optional_seconds(
+            shutdown_timeout, param="shutdown_timeout"
+        )
 
     def __repr__(self) -> str:
         runner = "default runner" if self.runner is None else f"runner={self.runner.name!r}"
@@ -327,17 +317,3 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
-
-
-def _check_timeout(value: object) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"shutdown_timeout: expected seconds (a float) or None, got {_type(value)}")
-    if math.isnan(value) or value < 0 or math.isinf(value):
-        raise ValueError(f"shutdown_timeout: expected a finite number of seconds >= 0, got {value}")
-    return float(value)
-
-
-def _type(value: object) -> str:
-    return f"{type(value).__qualname__} {value!r}"[:120]
