@@ -18,16 +18,10 @@ its tests with the reason, except on CI (``CI=true``), where that is a failure.
 
 from __future__ import annotations
 
-import contextlib
-import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,20 +29,13 @@ from typing import Final, Protocol
 
 import pytest
 
+from servers._harness import LAUNCH, ServerProcess, end, free_port, get, require
+
 ROOT: Final = Path(__file__).resolve().parents[1]
 APPS: Final = ROOT / "tests" / "asgi_apps"
 EXAMPLES: Final = ROOT / "examples"
-START_DEADLINE: Final = 60.0  # seconds a server may take to answer its readiness probe
-EXIT_DEADLINE: Final = 60.0  # seconds a server may take to exit once signalled
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX signals sent by PID")
-
-# Python starts with SIGINT ignored if its parent ignored it (a CI step run in the
-# background does): reset it before exec, so the server sees SIGINT as a shell user would.
-LAUNCH: Final = (
-    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])"
-)
 
 
 @dataclass(frozen=True)
@@ -90,64 +77,11 @@ GRANIAN: Final = Server(
 )
 
 
-def _require(package: str) -> None:
-    if importlib.util.find_spec(package) is not None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{package} is not installed, and CI must run every server test")
-    pytest.skip(f"{package} is not installed (it is in the dev dependency group)")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(port: int, path: str, method: str = "GET") -> str:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return str(response.read().decode())
-
-
 @dataclass
-class Running:
-    """A server process, its port and its combined output."""
+class Running(ServerProcess):
+    """A server process serving the marker app, and the file its job writes."""
 
-    process: subprocess.Popen[bytes]
-    port: int
-    output: Path
     marker: Path
-
-    def text(self) -> str:
-        return self.output.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        """Poll ``/health`` until the server answers (any HTTP status); fail if the server
-        died or took too long."""
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"server exited with {self.process.returncode}:\n{self.text()}")
-            try:
-                _get(self.port, "/health")
-            except urllib.error.HTTPError:
-                return  # it answered, if only with an error status
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            else:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after {START_DEADLINE}s:\n{self.text()}")
-            time.sleep(0.05)  # a readiness probe's pause between attempts, not a wait for work
-
-    def stop(self, sig: signal.Signals) -> int:
-        """Send ``sig`` to the server's PID; return its exit status once it exited."""
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(EXIT_DEADLINE)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"server still running {EXIT_DEADLINE}s after {sig.name}:\n{self.text()}")
 
 
 class Start(Protocol):
@@ -165,8 +99,8 @@ def serve(tmp_path: Path) -> Iterator[Start]:
     def start(
         server: Server, *, middleware: bool = True, shutdown_timeout: float | None = None
     ) -> Running:
-        _require(server.package)
-        port = _free_port()
+        require(server.package)
+        port = free_port()
         output = tmp_path / f"{server.package}.log"
         marker = tmp_path / "marker.txt"
         env = dict(os.environ)
@@ -192,26 +126,12 @@ def serve(tmp_path: Path) -> Iterator[Start]:
 
     yield start
     for running in started:
-        _end(running.process)
-
-
-def _end(process: subprocess.Popen[bytes]) -> None:
-    """Stop a server the test started, and every worker of it, whatever state it is in."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-    # Workers left behind by a master that died: the new session's group is this test's.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+        end(running.process)
 
 
 def _queue_a_job(running: Running) -> None:
     running.wait_ready()
-    assert _get(running.port, "/queue") == "queued job 1"
+    assert get(running.port, "/queue") == "queued job 1"
     assert not running.marker.exists(), "the job finished before the response"
 
 
@@ -339,11 +259,11 @@ def test_example_app_finishes_its_work_on_ctrl_c_under_uvicorn(serve: Start) -> 
     example = Server(
         "starlette", ("uvicorn", "asgi_app:app", "--host", "127.0.0.1", "--port", "{port}"), True
     )
-    _require("uvicorn")
+    require("uvicorn")
     running = serve(example)
     running.wait_ready()
-    assert _get(running.port, "/signup/42", method="POST") == "welcome!\n"
-    assert _get(running.port, "/report") == "report ready\n"
+    assert get(running.port, "/signup/42", method="POST") == "welcome!\n"
+    assert get(running.port, "/report") == "report ready\n"
     status = running.stop(signal.SIGINT)
     text = running.text()
     assert status == 0, text

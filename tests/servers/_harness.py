@@ -80,8 +80,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def get(port: int, path: str, timeout: float = 30) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+def get(port: int, path: str, timeout: float = 30, *, method: str = "GET") -> str:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return str(response.read().decode())
 
 
@@ -111,13 +112,13 @@ def site_env(
 
 
 @dataclass
-class Served:
-    """A server process serving the site, its port, its output and its database."""
+class ServerProcess:
+    """A server process a test started, its port and its combined output (the ASGI server
+    tests use it too)."""
 
     process: subprocess.Popen[bytes]
     port: int
     output: Path
-    directory: Path
 
     def text(self) -> str:
         return self.output.read_text(errors="replace")
@@ -139,6 +140,28 @@ class Served:
             if time.monotonic() > deadline:
                 pytest.fail(f"server not ready after {START_DEADLINE}s:\n{self.text()}")
             time.sleep(0.1)
+
+    def stop(self, sig: signal.Signals) -> int:
+        """Send ``sig`` to the server's main process; wait for it to exit."""
+        self.process.send_signal(sig)
+        return self.wait_exit()
+
+    def signal(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the server's main process; do not wait."""
+        self.process.send_signal(sig)
+
+    def wait_exit(self) -> int:
+        try:
+            return self.process.wait(EXIT_DEADLINE)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"server still running {EXIT_DEADLINE}s after the stop:\n{self.text()}")
+
+
+@dataclass
+class Served(ServerProcess):
+    """A server process serving the site: its port, its output and its database."""
+
+    directory: Path
 
     def queue(self, key: str, after: float = 0.3) -> int:
         """Queue ``sync-<key>`` and ``async-<key>``; check neither row exists once the
@@ -172,21 +195,6 @@ class Served:
                 pytest.fail(f"{text!r} not logged within {deadline}s:\n{self.text()}")
             time.sleep(0.05)
         return True
-
-    def stop(self, sig: signal.Signals) -> int:
-        """Send ``sig`` to the server's main process; wait for it to exit."""
-        self.process.send_signal(sig)
-        return self.wait_exit()
-
-    def signal(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the server's main process; do not wait."""
-        self.process.send_signal(sig)
-
-    def wait_exit(self) -> int:
-        try:
-            return self.process.wait(EXIT_DEADLINE)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"server still running {EXIT_DEADLINE}s after the stop:\n{self.text()}")
 
     def assert_all_written(self, keys: list[str]) -> dict[str, tuple[int, bool]]:
         """Every job of ``keys`` wrote its row, during loopkeeper's drain."""
