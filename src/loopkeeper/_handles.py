@@ -296,6 +296,20 @@ class TaskHandle(Generic[T_co]):
     def __repr__(self) -> str:
         return f"<TaskHandle id={self.id} name={self.name!r} state={self._state.name}>"
 
+    def _info(
+        self, now: float, state: TaskState, thread: str | None, stack: str | None = None
+    ) -> TaskInfo:
+        """This task as ``Runner.tasks()`` and a shutdown report describe it."""
+        return TaskInfo(
+            id=self.id,
+            name=self.name,
+            state=state,
+            age=now - self._submitted_at,
+            thread=thread,
+            submitted_from=self._submitted_from(),
+            stack=stack,
+        )
+
     def _submitted_from(self) -> str | None:
         """``file:line in function`` of the ``submit()`` call that made this task."""
         where = self._from

@@ -133,18 +133,17 @@ async def within_task(hooks: Hooks, coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def within_thread_job(hooks: Hooks | None) -> Iterator[None]:
+def within_thread_job(hooks: Hooks) -> Iterator[None]:
     """Worker thread.  Run the job inside ``around_thread_job()``; a hook that fails is
     logged, and the job runs all the same (it must report its outcome)."""
     manager = None
-    if hooks is not None:
-        try:
-            manager = hooks.around_thread_job()
-            if manager is not None:
-                manager.__enter__()
-        except BaseException as exc:  # noqa: BLE001  the job must still run and report
-            _hook_failed("around_thread_job", exc)
-            manager = None
+    try:
+        manager = hooks.around_thread_job()
+        if manager is not None:
+            manager.__enter__()
+    except BaseException as exc:  # noqa: BLE001  the job must still run and report
+        _hook_failed("around_thread_job", exc)
+        manager = None
     try:
         yield
     finally:

@@ -533,18 +533,7 @@ class Runner:
         with self._ledger.lock:
             handles = list(self._ledger.unfinished.values())
         now = time.monotonic()
-        return tuple(
-            TaskInfo(
-                id=h.id,
-                name=h.name,
-                state=h._state,
-                age=now - h._submitted_at,
-                thread=h._thread_name,
-                submitted_from=h._submitted_from(),
-            )
-            for h in handles
-            if not h._state._final
-        )
+        return tuple(h._info(now, h._state, h._thread_name) for h in handles if not h._state._final)
 
     def shutdown(
         self, timeout: float | None = None, *, cancel_remaining: bool = True
@@ -1141,17 +1130,7 @@ class Runner:
                 close_if_coroutine(func)  # a pending coroutine that will never run
             elif not self._ledger.move(handle, ABANDONED, defer=callbacks):
                 continue  # it finished meanwhile
-            infos.append(
-                TaskInfo(
-                    id=handle.id,
-                    name=handle.name,
-                    state=ABANDONED,
-                    age=now - handle._submitted_at,
-                    thread=thread,
-                    submitted_from=handle._submitted_from(),
-                    stack=self._stack_of(handle),
-                )
-            )
+            infos.append(handle._info(now, ABANDONED, thread, stack=self._stack_of(handle)))
         return tuple(infos)
 
     def _stack_of(self, handle: TaskHandle[Any]) -> str | None:
