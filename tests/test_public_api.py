@@ -29,8 +29,10 @@ SRC: Final = Path(__file__).resolve().parents[1] / "src"
 
 # The names of DESIGN.md section 1, plus ThreadInfo: what Runner.threads() and
 # ShutdownReport.threads hold (DESIGN describes its fields, not its name), and the two
-# names through which framework adapters take part (Hooks, TaskExecutor: the Django app).
+# names through which framework adapters take part (Hooks, TaskExecutor: the Django app),
+# and HandedOff: what ShutdownReport.handed_off holds (the Django backend's HANDOFF).
 PUBLIC_NAMES: Final = (
+    "HandedOff",
     "Hooks",
     "LoopkeeperError",
     "OverloadedError",
@@ -218,7 +220,15 @@ VALUE_FIELDS: Final = {
         "threads",
         "loop_lag",
     ),
-    "ShutdownReport": ("completed", "cancelled", "abandoned", "duration", "threads"),
+    "ShutdownReport": (
+        "completed",
+        "cancelled",
+        "abandoned",
+        "duration",
+        "threads",
+        "handed_off",
+    ),
+    "HandedOff": ("name", "id", "to", "new_id", "task_id"),
     "TaskInfo": ("id", "name", "state", "age", "thread", "submitted_from", "stack"),
     "ThreadInfo": ("name", "task_id", "task_name", "age", "state"),
 }
@@ -277,6 +287,8 @@ def _values(aftermath: Aftermath) -> dict[str, object]:
         "ShutdownReport": aftermath.report,
         "TaskInfo": aftermath.report.abandoned[0],
         "ThreadInfo": aftermath.report.threads[0],
+        # Only a hand-off makes one (the Django backend's, tested with it): built here.
+        "HandedOff": loopkeeper.HandedOff("t", "old", "tasks backend 'durable'", "new", 3),
     }
 
 

@@ -21,6 +21,7 @@ from ._errors import OverloadedError as OverloadedError
 from ._errors import RunnerClosedError as RunnerClosedError
 from ._errors import TaskAbandonedError as TaskAbandonedError
 from ._errors import TaskTimeoutError as TaskTimeoutError
+from ._handles import HandedOff as HandedOff
 from ._handles import RunnerStats as RunnerStats
 from ._handles import ShutdownReport as ShutdownReport
 from ._handles import TaskHandle as TaskHandle
@@ -34,6 +35,7 @@ from ._threads import check_cancelled as check_cancelled
 from ._threads import run_in_thread as run_in_thread
 
 __all__ = (
+    "HandedOff",
     "Hooks",
     "LoopkeeperError",
     "OverloadedError",

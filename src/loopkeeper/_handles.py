@@ -45,6 +45,8 @@ __all__ = (
     "RUNNING",
     "SUCCEEDED",
     "Callback",
+    "HandOffFailure",
+    "HandedOff",
     "Ledger",
     "RunnerStats",
     "ShutdownReport",
@@ -53,6 +55,7 @@ __all__ = (
     "TaskState",
     "ThreadInfo",
     "cancel_handle",
+    "describe_hand_off",
     "run_callbacks",
 )
 
@@ -165,6 +168,34 @@ class ThreadInfo:
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
+class HandedOff:
+    """Work that a shutdown gave to a durable system instead of cancelling it (the Django
+    Tasks backend's ``HANDOFF``): it runs there, exactly once, and not here."""
+
+    name: str  #: the work's name (for a Django task, its module path)
+    id: str  #: its id here (for a Django task, the id of the result ``enqueue`` returned)
+    to: str  #: where it went, e.g. ``tasks backend 'durable'``
+    new_id: str  #: its id there
+    #: the loopkeeper task that was to run it here (cancelled unstarted, or an idempotent
+    #: task cancelled while it ran), or None if it was still queued in front of the runner
+    task_id: int | None = None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
+class HandOffFailure:
+    """Work that a hand-off could not give away: it is left here, and named in the
+    ``shutdown_hand_off_failed`` log line (a loopkeeper task among it is abandoned)."""
+
+    name: str
+    id: str
+    to: str
+    error: str  #: what the destination raised, as ``Type: message``
+    task_id: int | None = None
+
+
+@final
+@dataclasses.dataclass(frozen=True, slots=True)
 class ShutdownReport:
     """What a shutdown did.  Calling ``shutdown()`` again returns the same report.
 
@@ -172,7 +203,10 @@ class ShutdownReport:
     ``cancelled`` those the shutdown cancelled; ``abandoned`` names every task it had to
     leave behind; ``threads`` every tracked thread still running when it returned (the
     thread of an abandoned sync task, or one that a finished task left behind).
-    ``clean`` is True when it cancelled and abandoned nothing and left no thread running.
+    ``handed_off`` names the work it gave to a durable system instead of cancelling it
+    (the Django Tasks backend's ``HANDOFF``; a loopkeeper task among it counts there, not
+    in ``cancelled``).  ``clean`` is True when it cancelled and abandoned nothing and left
+    no thread running: work handed off is not lost.
     """
 
     completed: int
@@ -180,6 +214,7 @@ class ShutdownReport:
     abandoned: tuple[TaskInfo, ...]
     duration: float
     threads: tuple[ThreadInfo, ...] = ()
+    handed_off: tuple[HandedOff, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -195,11 +230,23 @@ class ShutdownReport:
             f"{info.name!r} (task {info.task_id} {info.task_name!r}, age {info.age:.1f}s)"
             for info in self.threads
         )
+        handed = "".join(
+            f" handed_off=[{', '.join(describe_hand_off(h) for h in self.handed_off)}]"
+            if self.handed_off
+            else ""
+        )
         return (
             f"<ShutdownReport clean={self.clean} completed={self.completed} "
-            f"cancelled={self.cancelled} abandoned=[{left}] threads=[{threads}] "
+            f"cancelled={self.cancelled} abandoned=[{left}] threads=[{threads}]{handed} "
             f"duration={self.duration:.3f}s>"
         )
+
+
+def describe_hand_off(hand_off: HandedOff | HandOffFailure) -> str:
+    """``'name' id -> to new_id`` (or ``-> to failed: error``), for reprs and log lines."""
+    if isinstance(hand_off, HandedOff):
+        return f"{hand_off.name!r} {hand_off.id} -> {hand_off.to} {hand_off.new_id}"
+    return f"{hand_off.name!r} {hand_off.id} -> {hand_off.to} failed: {hand_off.error}"
 
 
 class _Owner(Protocol):

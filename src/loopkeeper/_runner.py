@@ -37,7 +37,7 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Final, TypeVar, final, overload
 
@@ -55,6 +55,8 @@ from ._handles import (
     RUNNING,
     SUCCEEDED,
     Callback,
+    HandedOff,
+    HandOffFailure,
     Ledger,
     RunnerStats,
     ShutdownReport,
@@ -62,6 +64,7 @@ from ._handles import (
     TaskInfo,
     ThreadInfo,
     cancel_handle,
+    describe_hand_off,
     run_callbacks,
 )
 from ._hooks import Hooks, capture, failure_hint, within_task
@@ -105,6 +108,11 @@ _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are 
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
 # exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
+HandOff = Callable[[], Iterable[HandedOff | HandOffFailure]]
+"""What a hand-off gives a shutdown: called on the shutdown's thread once its drain ends
+(everything finished, or the deadline passed), before it cancels anything; it gives the
+work it holds away and says what became of each piece.  See ``Runner._add_hand_off``."""
+
 _LIVE: dict[Runner, None] = {}
 _LIVE_LOCK = threading.Lock()
 
@@ -269,6 +277,7 @@ class Runner:
         # and the loop stops once the last of them ends.  Loop thread only, once shutdown
         # has handed them over (_hand_over_left_running_on_loop).
         self._left_running: dict[int, TaskHandle[Any]] = {}
+        self._hand_offs: list[HandOff] = []  # appended to only; read by shutdown
 
     def __repr__(self) -> str:
         state = (
@@ -655,6 +664,15 @@ class Runner:
             return True
         return not handle.done()
 
+    def _add_hand_off(self, hand_off: HandOff) -> None:
+        """For loopkeeper's own adapters (the Django Tasks backend's ``HANDOFF``): when
+        this runner's shutdown has drained what it could, ``hand_off()`` gives the work
+        that has not started (and work that may safely run twice) to a durable system.
+        A loopkeeper task it names as handed off is cancelled here and counted in the
+        report's ``handed_off``, not in ``cancelled``; one whose hand-off failed is left
+        uncancelled, so the report names it abandoned.  Any thread."""
+        self._hand_offs.append(hand_off)
+
     # -- internals -----------------------------------------------------------------
 
     def _check_process(self, func: object = None) -> None:
@@ -1024,25 +1042,32 @@ class Runner:
         begun = time.monotonic()
         waited: list[TaskHandle[Any]] = []
         callbacks: list[Callback] = []  # of the tasks settled here: run after the report
+        handed: list[HandedOff] = []
         interrupted: KeyboardInterrupt | SystemExit | None = None
         report: ShutdownReport | None = None
         try:
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
-                self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks)
+                self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks, handed)
             except (KeyboardInterrupt, SystemExit) as exc:
                 interrupted = exc
             abandoned = self._abandon(waited, callbacks)
+            gone = {h.task_id for h in handed}
             report = ShutdownReport(
                 completed=sum(
                     1
                     for h in waited
                     if h._state is not ABANDONED and not (h._by_shutdown and h._state is CANCELLED)
                 ),
-                cancelled=sum(1 for h in waited if h._by_shutdown and h._state is CANCELLED),
+                cancelled=sum(
+                    1
+                    for h in waited
+                    if h._by_shutdown and h._state is CANCELLED and h.id not in gone
+                ),
                 abandoned=abandoned,
                 duration=time.monotonic() - begun,
                 threads=self._pool.infos(exempt),
+                handed_off=tuple(handed),
             )
         finally:
             with self._shutdown_changed:
@@ -1077,10 +1102,13 @@ class Runner:
         cancel_remaining: bool,
         exempt: frozenset[int],
         callbacks: list[Callback],
+        handed: list[HandedOff],
     ) -> None:
-        """Log the manifest, wait for tasks and threads, then cancel and give them grace.
+        """Log the manifest, wait for tasks and threads, run the hand-offs, then cancel
+        and give them grace.
 
-        The done callbacks of tasks cancelled here (pending ones) go to ``callbacks``.
+        The done callbacks of tasks cancelled here (pending ones) go to ``callbacks``;
+        what the hand-offs gave away, to ``handed``.
         """
         if waited:
             _logging.log(
@@ -1091,20 +1119,67 @@ class Runner:
                 tasks=_describe_tasks(waited),
             )
         ledger, pool = self._ledger, self._pool
-        if _wait_event(ledger.drained, deadline) and pool.wait_quiet(deadline, exempt):
+        quiet = _wait_event(ledger.drained, deadline) and pool.wait_quiet(deadline, exempt)
+        kept = self._hand_off(handed)
+        if quiet:
             return
-        if not cancel_remaining:
-            return
+        gone = {h.task_id for h in handed}
         for handle in waited:
             # Only what the shutdown cancels counts as cancelled by it: not a task that
-            # finished meanwhile, nor one its user cancelled first.
-            if not handle.done() and not handle._cancelling:
+            # finished meanwhile, nor one its user cancelled first.  What was handed off
+            # is cancelled here whatever cancel_remaining says (it runs elsewhere); what
+            # failed to be handed off is left, and abandoned.
+            if handle.done() or handle._cancelling or handle.id in kept:
+                continue
+            if cancel_remaining or handle.id in gone:
                 handle._by_shutdown = True
                 self._cancel(handle, "loopkeeper: shutdown", callbacks)
+        if not cancel_remaining:
+            return
         pool.cancel_all(exempt)
         deadline = time.monotonic() + GRACE
         if _wait_event(ledger.drained, deadline):
             pool.wait_quiet(deadline, exempt)
+
+    def _hand_off(self, handed: list[HandedOff]) -> set[int]:
+        """Run the hand-offs (``_add_hand_off``), log what each gave away and what it
+        could not; return the ids of the loopkeeper tasks it could not give away.
+
+        A hand-off that raises is a bug of ours: logged with its traceback, its work
+        left as if there were no hand-off."""
+        failed: list[HandOffFailure] = []
+        for hand_off in list(self._hand_offs):
+            try:
+                for outcome in hand_off():
+                    if isinstance(outcome, HandedOff):
+                        handed.append(outcome)
+                    else:
+                        failed.append(outcome)
+            except Exception as exc:  # noqa: BLE001  never let it stop the shutdown
+                _logging.log(
+                    _logging.ERROR,
+                    "shutdown_hand_off_error",
+                    runner=self.name,
+                    hand_off=getattr(hand_off, "__qualname__", repr(hand_off)),
+                    exc_info=exc,
+                )
+        if handed:
+            _logging.log(
+                _logging.WARNING,
+                "shutdown_handed_off",
+                runner=self.name,
+                handed_off=len(handed),
+                tasks=", ".join(describe_hand_off(h) for h in handed),
+            )
+        if failed:
+            _logging.log(
+                _logging.WARNING,
+                "shutdown_hand_off_failed",
+                runner=self.name,
+                failed=len(failed),
+                tasks=", ".join(describe_hand_off(h) for h in failed),
+            )
+        return {f.task_id for f in failed if f.task_id is not None}
 
     def _stop(self, deadline: float, *, join: bool) -> None:
         """Stop the loop once nothing is unfinished; wait for its thread until ``deadline``

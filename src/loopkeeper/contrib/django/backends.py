@@ -60,17 +60,20 @@ import itertools
 import os
 import secrets
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from traceback import format_exception
 from typing import TYPE_CHECKING, Any, Final
 
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone, translation
 
 import loopkeeper
+from loopkeeper._handles import HandedOff, HandOffFailure
 
 from ._tasks_compat import (
     BaseTaskBackend,
@@ -94,12 +97,27 @@ if TYPE_CHECKING:
     P = ParamSpec("P")
     R = TypeVar("R")
 
-__all__ = ("DEFAULT_MAX_RESULTS", "LoopkeeperBackend")
+__all__ = ("DEFAULT_MAX_RESULTS", "LoopkeeperBackend", "idempotent")
 
 DEFAULT_MAX_RESULTS: Final = 10_000
 """Results kept per backend alias for ``get_result()`` when ``OPTIONS`` does not say."""
 
-_OPTIONS: Final = ("MAX_RESULTS",)
+_OPTIONS: Final = ("MAX_RESULTS", "HANDOFF")
+
+
+def idempotent(func: Callable[P, R]) -> Callable[P, R]:
+    """Mark a task function safe to run twice, so that a ``HANDOFF`` hands it off even if
+    it had started here when the drain's deadline passed (it is then cancelled here, and
+    may have done part or all of its work here too)::
+
+        @task
+        @idempotent
+        def refresh_search_index(doc_id: int) -> None: ...
+
+    Put it under ``@task``: it marks the function, which Django's task keeps.
+    """
+    func.__loopkeeper_idempotent__ = True  # type: ignore[attr-defined]
+    return func
 
 
 class _Job:
@@ -110,6 +128,9 @@ class _Job:
     __slots__ = (
         "errors",
         "finished_at",
+        "gone",
+        "handle",
+        "handoff",
         "last_attempted_at",
         "name",
         "result",
@@ -121,11 +142,18 @@ class _Job:
     )
 
     def __init__(
-        self, result: TaskResult[Any, Any], sender: type[LoopkeeperBackend], name: str
+        self,
+        result: TaskResult[Any, Any],
+        sender: type[LoopkeeperBackend],
+        name: str,
+        handoff: str | None,
     ) -> None:
         self.result: Final = result  # READY, as enqueued
         self.sender: Final = sender  # the signals' sender, as Django's backends send it
         self.name: Final = name  # the loopkeeper task's name: the task's module path
+        self.handoff: Final = handoff  # the alias its HANDOFF names, if any
+        self.handle: loopkeeper.TaskHandle[Any] | None = None  # once handed to the runner
+        self.gone = False  # claimed by a hand-off: it never starts here
         self.status = TaskResultStatus.READY
         self.started_at: datetime | None = None
         self.last_attempted_at: datetime | None = None
@@ -152,6 +180,14 @@ class _State:
         self.waiting: list[tuple[int, int, _Job]] = []
         self.arrivals: Final = itertools.count()
         self.in_flight = 0  # jobs handed to the runner and not done yet
+        # Jobs with a HANDOFF, wherever they wait, for the hand-off at shutdown: in the
+        # runner (not done yet), on a run_after timer, or refused by the closed runner.
+        self.in_runner: set[_Job] = set()
+        self.deferred: set[_Job] = set()
+        self.refused: list[_Job] = []
+        # The runners this process's hand-off is registered with (one, but a runner of a
+        # test may come and go); weak, so a runner shut down and dropped is not kept.
+        self.hand_off_runners: weakref.WeakSet[loopkeeper.Runner] = weakref.WeakSet()
 
 
 _state = _State()
@@ -176,9 +212,15 @@ class LoopkeeperBackend(BaseTaskBackend):
     """Runs Django tasks on loopkeeper's default runner, in this process.
 
     ``OPTIONS``: ``MAX_RESULTS`` (int >= 0, default 10,000): how many results per alias
-    ``get_result()`` can still find; the oldest go first.  The runner's own limits
-    (``LOOPKEEPER["MAX_CONCURRENCY"]``, ``["MAX_PENDING"]``) apply to tasks as to any
-    submit; a task's ``priority`` orders those waiting for a ``MAX_CONCURRENCY`` slot.
+    ``get_result()`` can still find; the oldest go first.  ``HANDOFF`` (an alias of
+    ``TASKS`` whose backend is durable, such as django-tasks-db's ``DatabaseBackend``;
+    default None): when the runner's shutdown has drained what it could, every task of
+    this alias that has not started (waiting for a slot, for its ``run_after``, or in the
+    runner) is enqueued there instead of being cancelled, with the same arguments,
+    priority, queue and ``run_after``; a started task too if it is ``@idempotent``.  The
+    runner's own limits (``LOOPKEEPER["MAX_CONCURRENCY"]``, ``["MAX_PENDING"]``) apply to
+    tasks as to any submit; a task's ``priority`` orders those waiting for a
+    ``MAX_CONCURRENCY`` slot.
 
     Raises (from ``enqueue``): ``InvalidTask`` (Django's validation: queue name, priority,
     ``run_after``, ...), ``TypeError`` (arguments that are not JSON),
@@ -193,7 +235,7 @@ class LoopkeeperBackend(BaseTaskBackend):
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
-        self._max_results, self._options_errors = _read_options(self.options)
+        self._max_results, self._handoff, self._options_errors = _read_options(alias, self.options)
         # Tasks (frozen, hashable) this instance validated already: validation depends
         # only on the task and the settings, and a settings change makes a new instance.
         # One instance per thread, so no lock.
@@ -226,7 +268,7 @@ class LoopkeeperBackend(BaseTaskBackend):
             errors=[],
             worker_ids=[],
         )
-        job = _Job(result, type(self), task.module_path)
+        job = _Job(result, type(self), task.module_path, self._handoff)
         state = _current()
         with state.lock:
             results = state.results.setdefault(self.alias, OrderedDict())
@@ -235,15 +277,23 @@ class LoopkeeperBackend(BaseTaskBackend):
                 results.popitem(last=False)
         task_enqueued.send(job.sender, task_result=result)
         try:
+            # The default runner itself, never loopkeeper.submit(): loopkeeper.testing's
+            # eager mode would run the timer on a throwaway loop, where it never fires.
+            runner = loopkeeper.get_runner()
+            if job.handoff is not None and runner not in state.hand_off_runners:
+                state.hand_off_runners.add(runner)
+                runner._add_hand_off(_hand_off)  # loopkeeper's own adapter
             if job.run_after is not None and job.run_after > now:
-                # The default runner itself, never loopkeeper.submit(): loopkeeper.testing's
-                # eager mode would run the timer on a throwaway loop, where it never fires.
-                loopkeeper.get_runner().submit(_arm_timer, job, name=f"{job.name} (run_after)")
+                if job.handoff is not None:
+                    with state.lock:
+                        state.deferred.add(job)
+                runner.submit(_arm_timer, job, name=f"{job.name} (run_after)")
             else:
                 _admit(job)
         except BaseException:
             with state.lock:
                 state.results[self.alias].pop(result.id, None)
+                state.deferred.discard(job)
             raise
         return result
 
@@ -288,10 +338,14 @@ class LoopkeeperBackend(BaseTaskBackend):
         ]
 
 
-def _read_options(options: object) -> tuple[int, list[str]]:
-    """``(max_results, errors)`` from a backend's ``OPTIONS``.  Never raises."""
+def _read_options(alias: str, options: object) -> tuple[int, str | None, list[str]]:
+    """``(max_results, handoff, errors)`` from a backend's ``OPTIONS``.  Never raises."""
     if not isinstance(options, Mapping):
-        return DEFAULT_MAX_RESULTS, [f"OPTIONS: expected a dict, got {type(options).__name__}"]
+        return (
+            DEFAULT_MAX_RESULTS,
+            None,
+            [f"OPTIONS: expected a dict, got {type(options).__name__}"],
+        )
     errors = [
         f"OPTIONS: unknown key {key!r} for LoopkeeperBackend"
         for key in options
@@ -304,7 +358,34 @@ def _read_options(options: object) -> tuple[int, list[str]]:
             f"got {type(max_results).__name__} {max_results!r}"
         )
         max_results = DEFAULT_MAX_RESULTS
-    return max_results, errors
+    handoff = options.get("HANDOFF")
+    if handoff is not None:
+        problem = _handoff_problem(alias, handoff)
+        if problem is not None:
+            errors.append(f"OPTIONS['HANDOFF']: {problem}")
+            handoff = None
+    return max_results, handoff, errors
+
+
+def _handoff_problem(alias: str, handoff: object) -> str | None:
+    """Why ``handoff`` cannot be this alias's ``HANDOFF``, or None if it can."""
+    configured = getattr(settings, "TASKS", {})
+    others = sorted(name for name in configured if name != alias)
+    allowed = f"another alias of TASKS ({', '.join(map(repr, others)) or 'there is none'})"
+    if not isinstance(handoff, str):
+        return f"expected {allowed}, got {type(handoff).__name__} {handoff!r}"
+    if handoff == alias:
+        return f"expected {allowed}, got {handoff!r}, this backend's own alias"
+    if handoff not in configured:
+        return f"expected {allowed}, got {handoff!r}, which TASKS does not have"
+    backend = str(configured[handoff].get("BACKEND", ""))
+    if backend.rsplit(".", 1)[-1] in {"LoopkeeperBackend", "ImmediateBackend", "DummyBackend"}:
+        return (
+            f"{handoff!r} is a {backend.rsplit('.', 1)[-1]}, which keeps nothing past "
+            "this process: name a durable backend (django-tasks-db's DatabaseBackend, "
+            "django-tasks-rq's RQBackend)"
+        )
+    return None
 
 
 # The fields of a TaskResult that never change after enqueue (the task, id, arguments, ...).
@@ -361,44 +442,77 @@ def _admit(job: _Job) -> None:
             heapq.heappush(state.waiting, (-priority, next(state.arrivals), job))
             return
         state.in_flight += 1
-    _submit(runner, job)
+    try:
+        _submit(runner, job)
+    except BaseException:
+        _release_slot()  # ours, and the next job's turn if one queued meanwhile
+        raise
 
 
 def _submit(runner: loopkeeper.Runner, job: _Job) -> None:
-    """Any thread; the job already counts in ``in_flight``."""
+    """Any thread; the job already counts in ``in_flight`` (the caller frees its slot if
+    this raises)."""
     func: Callable[[_Job], Any] = (
         _run_async if inspect.iscoroutinefunction(job.result.task.func) else _run_sync
     )
+    state = _current()
+    if job.handoff is not None:
+        with state.lock:
+            state.in_runner.add(job)
     try:
         handle = runner.submit(func, job, name=job.name)
     except BaseException:
-        _release_slot()
+        with state.lock:
+            state.in_runner.discard(job)
         raise
+    job.handle = handle
     handle.add_done_callback(functools.partial(_on_done, job))
 
 
 def _on_done(job: _Job, handle: loopkeeper.TaskHandle[Any]) -> None:
     """The runner's done callback (loop thread): free the slot, start the next jobs."""
+    if job.handoff is not None:
+        state = _current()
+        with state.lock:
+            state.in_runner.discard(job)
     if handle.cancelled() or handle.state is loopkeeper.TaskState.ABANDONED:
         _fail_unstarted(job, handle)
     _release_slot()
 
 
 def _release_slot() -> None:
+    """Any thread.  Free one slot; give each free slot to the next job waiting.  A job
+    the runner refuses (it closed, at shutdown) frees its slot for the next one, in this
+    loop: never by recursion, which thousands of waiting jobs would exhaust."""
     runner = loopkeeper.get_runner()
     limit = runner.max_concurrency
     state = _current()
-    starting: list[_Job] = []
-    with state.lock:
-        state.in_flight -= 1
-        while state.waiting and (limit is None or state.in_flight < limit):
-            starting.append(heapq.heappop(state.waiting)[2])
+    freed = 1
+    while True:
+        with state.lock:
+            state.in_flight -= freed
+            if not state.waiting or (limit is not None and state.in_flight >= limit):
+                return
+            job = heapq.heappop(state.waiting)[2]
             state.in_flight += 1
-    for job in starting:  # outside the lock: submit may run callbacks
-        try:
+        freed = 0
+        try:  # outside the lock: submit may run callbacks
             _submit(runner, job)
         except loopkeeper.LoopkeeperError as exc:  # closed (shutdown) or overloaded
-            _settle_failed(job, exc)
+            freed = 1
+            _refused(job, exc)
+
+
+def _refused(job: _Job, exc: loopkeeper.LoopkeeperError) -> None:
+    """The runner refused a job that waited (for a slot, or for its ``run_after``): it
+    fails, unless the runner closed and a ``HANDOFF`` is to take it at the drain's end."""
+    if job.handoff is not None and isinstance(exc, loopkeeper.RunnerClosedError):
+        state = _current()
+        with state.lock:
+            if not job.gone:
+                state.refused.append(job)
+                return
+    _settle_failed(job, exc)
 
 
 def _fail_unstarted(job: _Job, handle: loopkeeper.TaskHandle[Any]) -> None:
@@ -421,20 +535,30 @@ async def _arm_timer(job: _Job) -> None:
 
 
 def _admit_deferred(job: _Job) -> None:
+    """Loop thread: ``job``'s ``run_after`` has come (unless a hand-off took it)."""
+    if job.handoff is not None:
+        state = _current()
+        with state.lock:
+            if job.gone:
+                return
+            state.deferred.discard(job)
     try:
         _admit(job)
     except loopkeeper.LoopkeeperError as exc:
-        _settle_failed(job, exc)
+        _refused(job, exc)
 
 
 # -- running a job ----------------------------------------------------------------------
 
 
-def _start(job: _Job) -> TaskResult[Any, Any]:
-    """Mark the job RUNNING; return the snapshot the task and ``task_started`` see."""
+def _start(job: _Job) -> TaskResult[Any, Any] | None:
+    """Mark the job RUNNING; return the snapshot the task and ``task_started`` see.  None:
+    a hand-off took it (it runs elsewhere, not here)."""
     state = _current()
     now = timezone.now()
     with state.lock:
+        if job.gone:
+            return None
         job.status = TaskResultStatus.RUNNING
         job.started_at = job.last_attempted_at = now
         job.worker_ids.append(state.worker_id)
@@ -469,7 +593,7 @@ def _settle_failed(
     state = _current()
     now = timezone.now()
     with state.lock:
-        if only_if_ready and job.status != TaskResultStatus.READY:
+        if only_if_ready and (job.status != TaskResultStatus.READY or job.gone):
             return _snapshot(job)
         job.errors.append(error)
         job.finished_at = now
@@ -490,6 +614,8 @@ def _run_sync(job: _Job) -> None:
     _as_in_a_worker()
     try:
         snapshot = _start(job)
+        if snapshot is None:
+            return
         task_started.send(job.sender, task_result=snapshot)
         args, kwargs = _arguments(job, snapshot)
         value = normalize_json(job.result.task.func(*args, **kwargs))
@@ -504,6 +630,8 @@ async def _run_async(job: _Job) -> None:
     _as_in_a_worker()
     try:
         snapshot = _start(job)
+        if snapshot is None:
+            return
         await loopkeeper.run_in_thread(_send, task_started, job.sender, snapshot, None)
         args, kwargs = _arguments(job, snapshot)
         value = normalize_json(await job.result.task.func(*args, **kwargs))
@@ -533,3 +661,93 @@ def _send(
         raise exc
     except BaseException:  # noqa: BLE001  re-raised only to be the exception being handled
         signal.send(sender, task_result=snapshot)
+
+
+# -- the hand-off at shutdown (OPTIONS["HANDOFF"]) ---------------------------------------
+
+
+def _hand_off() -> Iterator[HandedOff | HandOffFailure]:
+    """The runner's shutdown thread, once its drain has done what it could: enqueue every
+    job with a ``HANDOFF`` that has not started (and each ``@idempotent`` one running) on
+    that backend, and say what became of each.
+
+    Each job is claimed (``gone``) under the lock first, so it can no longer start here;
+    then given away, one ``enqueue`` each, outside any lock (the durable backend's own
+    code and signals run).  A job the durable backend refuses stays here: one still in
+    the runner is left to it (and is abandoned), one queued in front of it fails with
+    the backend's exception (the runner is closed: it can never run here).  If the
+    shutdown is interrupted half way, the jobs not yet given fail the same way."""
+    state = _current()
+    with state.lock:
+        queued = [job for _, _, job in sorted(state.waiting) if job.handoff is not None]
+        state.waiting = [entry for entry in state.waiting if entry[2].handoff is None]
+        heapq.heapify(state.waiting)
+        queued += state.refused
+        queued += sorted(state.deferred, key=_due)
+        state.refused, state.deferred = [], set()
+        in_runner = sorted(
+            (
+                job
+                for job in state.in_runner
+                if job.handle is not None
+                and not job.handle.done()
+                and (
+                    job.status == TaskResultStatus.READY
+                    or (job.status == TaskResultStatus.RUNNING and _is_idempotent(job))
+                )
+            ),
+            key=_task_id,
+        )
+        for job in (*queued, *in_runner):
+            job.gone = True
+    left = [(job, None) for job in queued] + [(job, job.handle) for job in in_runner]
+    try:
+        while left:
+            job, handle = left[0]
+            yield _give(job, handle)
+            left.pop(0)
+    finally:
+        for job, handle in left:  # interrupted: what was not given stays, as without HANDOFF
+            _keep(job, handle, loopkeeper.RunnerClosedError(loopkeeper.get_runner().name))
+
+
+def _due(job: _Job) -> datetime:
+    assert job.run_after is not None
+    return job.run_after
+
+
+def _task_id(job: _Job) -> int:
+    assert job.handle is not None
+    return job.handle.id
+
+
+def _is_idempotent(job: _Job) -> bool:
+    return getattr(job.result.task.func, "__loopkeeper_idempotent__", False) is True
+
+
+def _give(job: _Job, handle: loopkeeper.TaskHandle[Any] | None) -> HandedOff | HandOffFailure:
+    """Enqueue ``job`` on its ``HANDOFF`` backend: the same task (path, priority, queue,
+    ``run_after``) and arguments."""
+    assert job.handoff is not None
+    to = f"tasks backend {job.handoff!r}"
+    task_id = None if handle is None else handle.id
+    try:
+        given = job.result.task.using(backend=job.handoff).enqueue(
+            *job.result.args, **job.result.kwargs
+        )
+    except Exception as exc:  # noqa: BLE001  refused (InvalidTask, a database error): kept here
+        _keep(job, handle, exc)
+        return HandOffFailure(
+            job.name, job.result.id, to, f"{type(exc).__qualname__}: {exc}", task_id
+        )
+    return HandedOff(job.name, job.result.id, to, str(given.id), task_id)
+
+
+def _keep(job: _Job, handle: loopkeeper.TaskHandle[Any] | None, exc: BaseException) -> None:
+    """A claimed job that was not given away: back to the runner's care if it is in the
+    runner, else FAILED with ``exc`` (nothing can run it here any more)."""
+    if handle is not None:
+        with _current().lock:
+            job.gone = False
+        return
+    _settle_failed(job, exc)
