@@ -118,6 +118,38 @@ def test_after_the_deadline_the_rest_is_cancelled_and_counted() -> None:
     assert handle.state is TaskState.CANCELLED
 
 
+@pytest.mark.parametrize("trial", range(5))
+def test_at_the_deadline_a_task_waiting_for_a_slot_is_cancelled_before_it_can_start(
+    trial: int,
+) -> None:
+    """The deadline cancels the tasks waiting for a slot before the running ones: a slot
+    that a cancelled running task frees never starts a task the shutdown is about to
+    cancel.  (It did in about half the runs when the running ones went first.)"""
+    runner = Runner(name="deadline-order", max_concurrency=1)
+    started: list[str] = []
+
+    async def hold(name: str) -> None:
+        started.append(name)
+        await asyncio.sleep(60)
+
+    first = runner.submit(hold, "first")
+    second = runner.submit(hold, "second")
+    assert _wait_until(lambda: started == ["first"])
+    report = runner.shutdown(timeout=0.05)
+    assert started == ["first"]
+    assert (first.state, second.state) == (TaskState.CANCELLED, TaskState.CANCELLED)
+    assert (report.completed, report.cancelled) == (0, 2)
+
+
+def _wait_until(predicate: Callable[[], bool], deadline: float = 5.0) -> bool:
+    end = time.monotonic() + deadline
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.001)  # a poll bounded by the deadline above
+    return True
+
+
 def test_a_task_ignoring_cancellation_is_abandoned_and_named() -> None:
     """A coroutine that keeps running after cancel is ABANDONED after the grace, by name."""
     runner = Runner(name="stubborn")

@@ -1043,15 +1043,20 @@ class Runner:
         waited: list[TaskHandle[Any]] = []
         callbacks: list[Callback] = []  # of the tasks settled here: run after the report
         handed: list[HandedOff] = []
+        kept: list[TaskInfo] = []  # abandoned at once: their hand-off failed
         interrupted: KeyboardInterrupt | SystemExit | None = None
         report: ShutdownReport | None = None
         try:
             try:
                 waited = [h for h in self._ledger.close(exempt) if h.id not in exempt]
-                self._drain(waited, begun + timeout, cancel_remaining, exempt, callbacks, handed)
+                self._drain(
+                    waited, begun + timeout, cancel_remaining, exempt, callbacks, handed, kept
+                )
             except (KeyboardInterrupt, SystemExit) as exc:
                 interrupted = exc
-            abandoned = self._abandon(waited, callbacks)
+            abandoned = tuple(
+                sorted((*kept, *self._abandon(waited, callbacks)), key=lambda info: info.id)
+            )
             gone = {h.task_id for h in handed}
             report = ShutdownReport(
                 completed=sum(
@@ -1103,12 +1108,15 @@ class Runner:
         exempt: frozenset[int],
         callbacks: list[Callback],
         handed: list[HandedOff],
+        kept: list[TaskInfo],
     ) -> None:
         """Log the manifest, wait for tasks and threads, run the hand-offs, then cancel
         and give them grace.
 
-        The done callbacks of tasks cancelled here (pending ones) go to ``callbacks``;
-        what the hand-offs gave away, to ``handed``.
+        The done callbacks of tasks cancelled or abandoned here go to ``callbacks``; what
+        the hand-offs gave away, to ``handed``; the tasks whose hand-off failed are
+        abandoned at once (so that they cannot start in the grace that follows), to
+        ``kept``.
         """
         if waited:
             _logging.log(
@@ -1120,16 +1128,18 @@ class Runner:
             )
         ledger, pool = self._ledger, self._pool
         quiet = _wait_event(ledger.drained, deadline) and pool.wait_quiet(deadline, exempt)
-        kept = self._hand_off(handed)
+        failed = self._hand_off(handed)
         if quiet:
             return
+        kept.extend(self._abandon([h for h in waited if h.id in failed], callbacks))
         gone = {h.task_id for h in handed}
-        for handle in waited:
+        # Pending tasks first: a running one cancelled first could free its slot for a
+        # pending one, which the loop would start before this thread got to it.
+        for handle in sorted(waited, key=lambda h: h._state is not PENDING):
             # Only what the shutdown cancels counts as cancelled by it: not a task that
             # finished meanwhile, nor one its user cancelled first.  What was handed off
-            # is cancelled here whatever cancel_remaining says (it runs elsewhere); what
-            # failed to be handed off is left, and abandoned.
-            if handle.done() or handle._cancelling or handle.id in kept:
+            # is cancelled here whatever cancel_remaining says (it runs elsewhere).
+            if handle.done() or handle._cancelling:
                 continue
             if cancel_remaining or handle.id in gone:
                 handle._by_shutdown = True

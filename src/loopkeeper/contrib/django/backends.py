@@ -673,9 +673,8 @@ def _hand_off() -> Iterator[HandedOff | HandOffFailure]:
 
     Each job is claimed (``gone``) under the lock first, so it can no longer start here;
     then given away, one ``enqueue`` each, outside any lock (the durable backend's own
-    code and signals run).  A job the durable backend refuses stays here: one still in
-    the runner is left to it (and is abandoned), one queued in front of it fails with
-    the backend's exception (the runner is closed: it can never run here).  If the
+    code and signals run).  A job the durable backend refuses is never half-queued: it
+    fails here (``_keep``), and the shutdown abandons its task if it has one.  If the
     shutdown is interrupted half way, the jobs not yet given fail the same way."""
     state = _current()
     with state.lock:
@@ -744,10 +743,13 @@ def _give(job: _Job, handle: loopkeeper.TaskHandle[Any] | None) -> HandedOff | H
 
 
 def _keep(job: _Job, handle: loopkeeper.TaskHandle[Any] | None, exc: BaseException) -> None:
-    """A claimed job that was not given away: back to the runner's care if it is in the
-    runner, else FAILED with ``exc`` (nothing can run it here any more)."""
+    """A claimed job that was not given away.  It stays claimed, so it never starts
+    here, and FAILED: in the runner, with ``TaskAbandonedError`` (the shutdown leaves its
+    task uncancelled and abandons it, naming it in the report); queued in front of the
+    runner, with ``exc``, what the durable backend raised."""
     if handle is not None:
         with _current().lock:
-            job.gone = False
-        return
+            if job.status != TaskResultStatus.READY:
+                return  # an idempotent job running here: its own code settles it
+        exc = loopkeeper.TaskAbandonedError(handle.id, handle.name)
     _settle_failed(job, exc)
