@@ -22,9 +22,11 @@ import getpass
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -269,3 +271,74 @@ def test_same_tasks_run_unchanged_on_a_distributed_engine_by_its_own_worker(
             f"{kind} task ran in pid {pid} (parent {ppid}), not in the worker"
         )
     assert returncode == 0, "the worker did not exit cleanly on SIGTERM"
+
+
+HANDED_OFF: Final = re.compile(
+    r"(?P<old>[0-9a-f]{32}) -> tasks backend 'durable' (?P<new>[0-9a-f-]{36})"
+)
+
+
+def test_tasks_a_short_drain_cannot_run_are_handed_off_and_run_once_by_db_worker(
+    site: Site, tmp_path: Path
+) -> None:
+    """``LoopkeeperBackend`` with ``OPTIONS["HANDOFF"]`` naming django-tasks-db's backend:
+    a process queues 50 tasks under ``MAX_CONCURRENCY`` 2 and exits; its exit drain
+    (``SHUTDOWN_TIMEOUT`` 1 s) runs some and hands the rest off, naming each with its new
+    id.  django-tasks-db's own ``db_worker``, started afterwards, runs those.  Across the
+    two processes every task ran exactly once."""
+    require_module("django_tasks_db", "database")
+    count = 50
+    token = uuid.uuid4().hex
+    enqueuer = subprocess.run(
+        [sys.executable, "-m", "django", "engine_demo", "many", token, str(count)],
+        env=site.env("handoff"),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_DEADLINE,
+        check=False,
+    )
+    assert enqueuer.returncode == 0, enqueuer.stderr
+    enqueued = json.loads(enqueuer.stdout)
+    (line,) = [line for line in enqueuer.stderr.splitlines() if "shutdown_handed_off" in line]
+    handed = {m["old"]: m["new"] for m in HANDED_OFF.finditer(line)}
+    ran_here = {kind for kind, (pid, _) in site.rows(token).items() if pid == enqueued["pid"]}
+    assert f"handed_off={len(handed)}" in line
+    assert handed, "the drain ran everything: the test proves nothing"
+    assert ran_here, "nothing ran in the enqueuing process"
+    assert set(handed) <= set(enqueued["ids"])
+    assert len(ran_here) + len(handed) == count, enqueuer.stderr
+
+    worker_id = f"lk-handoff-{os.getpid()}-{token[:8]}"
+    log = tmp_path / "db-worker.log"
+    argv = [part.format(queue=site.queue, worker=worker_id) for part in ENGINES["database"].worker]
+    with log.open("wb") as sink:
+        worker = subprocess.Popen(  # the project's own worker, for its "durable" backend
+            [sys.executable, "-m", "django", *argv, "--backend", "durable"],
+            env=site.env("handoff"),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + RESULT_DEADLINE
+        while len(rows := site.rows(token)) < count:  # site.rows fails on a task run twice
+            assert time.monotonic() < deadline, f"{len(rows)}/{count} rows: {log.read_text()}"
+            time.sleep(0.1)  # a poll: the deadline above bounds it
+    finally:
+        try:
+            returncode = stop(worker)
+        finally:
+            print(f"db_worker log:\n{log.read_text(errors='replace')}")  # shown on failure
+
+    rows = site.rows(token)
+    assert rows.keys() == {f"n{n}" for n in range(count)}
+    by_worker = {kind for kind, (pid, _) in rows.items() if pid == worker.pid}
+    assert by_worker == {f"n{n}" for n in range(count)} - ran_here
+    assert len(by_worker) == len(handed)
+    with psycopg.connect(dbname=site.database, **PG) as conn:
+        statuses = conn.execute(
+            "SELECT status, count(*) FROM django_tasks_database_dbtaskresult WHERE id = ANY(%s) "
+            "GROUP BY status",
+            ([uuid.UUID(new) for new in handed.values()],),
+        ).fetchall()
+    assert statuses == [("SUCCESSFUL", len(handed))]
+    assert returncode == 0

@@ -1,7 +1,8 @@
 """Settings for the engines test project.  Only ``TASKS["default"]`` depends on the engine.
 
 Environment (set by ``tests/django_engines/test_engines.py``):
-``LK_ENGINE``: ``loopkeeper``, ``database`` or ``rq``; ``LK_ENGINES_DB``: the PostgreSQL
+``LK_ENGINE``: ``loopkeeper``, ``database``, ``rq`` or ``handoff`` (LoopkeeperBackend
+handing off to ``database`` at shutdown); ``LK_ENGINES_DB``: the PostgreSQL
 database (created and dropped by the test); ``LK_ENGINES_QUEUE``: the queue name, unique to
 the test run so that workers of other runs on the same Redis never take its tasks.
 """
@@ -46,9 +47,18 @@ BACKENDS: dict[str, dict[str, Any]] = {
     "loopkeeper": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"},
     "database": {"BACKEND": "django_tasks_db.DatabaseBackend"},
     "rq": {"BACKEND": "django_tasks_rq.RQBackend"},
+    # In this process, and what its shutdown could not run goes to "durable".
+    "handoff": {
+        "BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend",
+        "OPTIONS": {"HANDOFF": "durable"},
+    },
 }
 
 TASKS = {"default": {**BACKENDS[ENGINE], "QUEUES": QUEUES}}
+if ENGINE == "handoff":
+    TASKS["durable"] = {**BACKENDS["database"], "QUEUES": QUEUES}
+    # Two at a time, and a drain too short for them all: the rest is handed off.
+    LOOPKEEPER = {"MAX_CONCURRENCY": 2, "SHUTDOWN_TIMEOUT": 1}
 
 LOGGING = {
     "version": 1,

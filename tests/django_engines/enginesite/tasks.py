@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from .models import TaskRun
 
@@ -29,3 +30,12 @@ def record_sync(token: str, n: int) -> dict[str, object]:
 async def record_async(token: str, n: int) -> dict[str, object]:
     await TaskRun.objects.acreate(token=token, kind="async", pid=os.getpid(), ppid=os.getppid())
     return {"kind": "async", "incremented": n + 1}
+
+
+@task()
+def record_numbered(token: str, n: int) -> int:
+    """One of many: holds its slot a moment (so that a short drain cannot run them all),
+    then writes its row, ``kind`` ``n<N>``."""
+    time.sleep(0.1)
+    TaskRun.objects.create(token=token, kind=f"n{n}", pid=os.getpid(), ppid=os.getppid())
+    return n

@@ -5,6 +5,9 @@ The same code for every engine, as a view or a script of a real project would be
 - ``engine_demo enqueue TOKEN [--wait S]`` enqueues ``record_sync(TOKEN, 21)`` and
   ``record_async(TOKEN, 41)`` on ``settings.QUEUE``; with ``--wait``, it waits (at most S
   seconds) for both to finish before printing.
+- ``engine_demo many TOKEN COUNT`` enqueues ``record_numbered(TOKEN, n)`` for n in
+  ``range(COUNT)`` on ``settings.QUEUE`` and returns at once (the process then exits,
+  and its exit drain does what it can).
 - ``engine_demo results SYNC_ID ASYNC_ID [--wait S]`` fetches both results by id, as any
   process of the project may, waiting for them to finish; if the backend has no such result
   (an in-process backend's live in the process that enqueued them), both are ``MISSING``.
@@ -24,7 +27,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ...tasks import record_async, record_sync
+from ...tasks import record_async, record_numbered, record_sync
 
 if sys.version_info >= (3, 12):  # as in tasks.py: Django 6 here, Django 5.2 below
     from django.tasks import TaskResultStatus
@@ -64,8 +67,10 @@ class Command(BaseCommand):
     help = "Enqueue the engines test's tasks, or read their results back, as JSON."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("action", choices=["enqueue", "results"])
-        parser.add_argument("values", nargs="+", help="enqueue: TOKEN; results: SYNC_ID ASYNC_ID")
+        parser.add_argument("action", choices=["enqueue", "many", "results"])
+        parser.add_argument(
+            "values", nargs="+", help="enqueue: TOKEN; many: TOKEN COUNT; results: SYNC_ID ASYNC_ID"
+        )
         parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for both")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -73,6 +78,14 @@ class Command(BaseCommand):
         values: list[str] = options["values"]
         wait: float = options["wait"]
         backend = record_sync.get_backend()
+        if action == "many":
+            token, count = values
+            ids = [
+                record_numbered.using(queue_name=settings.QUEUE).enqueue(token, n).id
+                for n in range(int(count))
+            ]
+            self.stdout.write(json.dumps({"pid": os.getpid(), "ids": ids}))
+            return
         if action == "enqueue":
             if len(values) != 1:
                 raise CommandError(f"enqueue takes one TOKEN, got {values!r}")
