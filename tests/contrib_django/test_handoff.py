@@ -307,3 +307,75 @@ def test_the_durable_worker_runs_each_handed_off_task_once(seen: dict[str, Any])
     (not the deferred one: its time has not come), once each, highest priority first."""
     assert seen["ran_by_worker"] == ["high", "hold_idempotent", "low"]
     assert seen["ran_here"] == []
+
+
+_MANY_WAITING_SCRIPT = """
+import asyncio, json, threading, time
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
+    USE_TZ=True,
+    LOGGING_CONFIG=None,
+    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 5_000},
+    TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
+)
+django.setup()
+import loopkeeper
+from loopkeeper.contrib.django._tasks_compat import task
+
+started = threading.Event()
+
+@task
+async def hold() -> None:
+    started.set()
+    await asyncio.Event().wait()
+
+@task
+def waiting() -> None:
+    pass
+
+hold.enqueue()
+assert started.wait(10)
+results = [waiting.enqueue() for _ in range(3_000)]
+loopkeeper.shutdown(timeout=0.1)
+# The slot is freed by the held task's done callback, on the loop thread, which may still
+# be refusing the waiting tasks when shutdown() returns: wait (10 s at most) for the last.
+results[-1].refresh()
+deadline = time.monotonic() + 10
+while str(results[-1].status).endswith("READY") and time.monotonic() < deadline:
+    time.sleep(0.01)
+    results[-1].refresh()
+seen = {}
+for result in results:
+    result.refresh()
+    key = f"{result.status} {[e.exception_class_path for e in result.errors]}"
+    seen[key] = seen.get(key, 0) + 1
+print(json.dumps(seen))
+"""
+
+
+def test_thousands_waiting_for_a_slot_at_shutdown_all_fail_with_runner_closed(
+    tmp_path: Path,
+) -> None:
+    """Without HANDOFF, 3,000 tasks waiting for the one slot when the runner closes each end
+    FAILED with RunnerClosedError: the slot freed at the deadline refuses them one after
+    the other (it used to recurse once per task, and ended in RecursionError with most of
+    them left READY)."""
+    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
+    script = tmp_path / "many_waiting.py"
+    script.write_text(_MANY_WAITING_SCRIPT.replace("EXTRA_APPS", extra))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"FAILED ['loopkeeper.RunnerClosedError']": 3_000}, proc.stderr[-2000:]
+    assert "RecursionError" not in proc.stderr
