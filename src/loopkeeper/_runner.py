@@ -88,6 +88,7 @@ from ._validation import (
     check_name,
     check_optional_limit,
     check_optional_seconds,
+    check_runner_name,
     check_seconds,
     classify,
     close_if_coroutine,
@@ -222,14 +223,9 @@ class Runner:
         watchdog_threshold: float | None = 3.0,
         hooks: Hooks | None = None,
     ) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"name: expected a non-empty str, got {describe(name)}")
-        if not name:
-            raise ValueError("name: expected a non-empty str, got ''")
-        checked_name = name
         # The options: fixed once the loop thread starts (configure() may replace them on
         # the unstarted default runner, in place, under the loop thread's start lock).
-        self.name: str = checked_name
+        self.name: str = check_runner_name(name)
         self.max_pending: int = check_limit(max_pending, param="max_pending")
         self.max_concurrency: int | None = check_optional_limit(
             max_concurrency, param="max_concurrency"

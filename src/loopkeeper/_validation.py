@@ -26,6 +26,7 @@ __all__ = (
     "check_name",
     "check_optional_limit",
     "check_optional_seconds",
+    "check_runner_name",
     "check_seconds",
     "classify",
     "close_if_coroutine",
@@ -166,6 +167,15 @@ def check_name(name: object, *, param: str = "name") -> str | None:
     if name is None or isinstance(name, str):
         return name
     raise TypeError(f"{param}: expected a str or None, got {describe(name)}")
+
+
+def check_runner_name(name: object, *, param: str = "name") -> str:
+    """A runner's name: a non-empty str (it names threads and log lines)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{param}: expected a non-empty str, got {describe(name)}")
+    if not name:
+        raise ValueError(f"{param}: expected a non-empty str, got ''")
+    return name
 
 
 def check_optional_seconds(value: object, *, param: str) -> float | None:
