@@ -76,8 +76,8 @@ class Site:
     def queue(self) -> str:
         return self.database
 
-    def env(self, engine: str) -> dict[str, str]:
-        env = dict(os.environ)
+    def env(self, engine: str, **extra: str) -> dict[str, str]:
+        env = dict(os.environ, **extra)
         env.update(
             PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")])),
             DJANGO_SETTINGS_MODULE="enginesite.settings",
@@ -273,25 +273,28 @@ def test_same_tasks_run_unchanged_on_a_distributed_engine_by_its_own_worker(
     assert returncode == 0, "the worker did not exit cleanly on SIGTERM"
 
 
-HANDED_OFF: Final = re.compile(
-    r"(?P<old>[0-9a-f]{32}) -> tasks backend 'durable' (?P<new>[0-9a-f-]{36})"
-)
+HANDED_OFF: Final = re.compile(r"(?P<old>[0-9a-f]{32}) -> tasks backend 'durable' (?P<new>[\w-]+)")
 
 
-def test_tasks_a_short_drain_cannot_run_are_handed_off_and_run_once_by_db_worker(
-    site: Site, tmp_path: Path
+@pytest.mark.parametrize("durable", ENGINES)
+def test_tasks_a_short_drain_cannot_run_are_handed_off_and_run_once_by_the_durable_worker(
+    site: Site, durable: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """``LoopkeeperBackend`` with ``OPTIONS["HANDOFF"]`` naming django-tasks-db's backend:
-    a process queues 50 tasks under ``MAX_CONCURRENCY`` 2 and exits; its exit drain
-    (``SHUTDOWN_TIMEOUT`` 1 s) runs some and hands the rest off, naming each with its new
-    id.  django-tasks-db's own ``db_worker``, started afterwards, runs those.  Across the
+    """``LoopkeeperBackend`` with ``OPTIONS["HANDOFF"]`` naming a durable backend
+    (django-tasks-db's on PostgreSQL, or django-tasks-rq's on Redis): a process queues 50
+    tasks under ``MAX_CONCURRENCY`` 2 and exits; its exit drain (``SHUTDOWN_TIMEOUT`` 1 s)
+    runs some and hands the rest off, naming each with its new id.  The durable backend's
+    own worker (``db_worker``, ``rqworker``), started afterwards, runs those.  Across the
     two processes every task ran exactly once."""
-    require_module("django_tasks_db", "database")
+    spec = ENGINES[durable]
+    require_module(spec.module, durable)
+    job_ids: list[str] = request.getfixturevalue("redis_jobs") if durable == "rq" else []
+    env = site.env("handoff", LK_HANDOFF_TO=durable)
     count = 50
     token = uuid.uuid4().hex
     enqueuer = subprocess.run(
         [sys.executable, "-m", "django", "engine_demo", "many", token, str(count)],
-        env=site.env("handoff"),
+        env=env,
         capture_output=True,
         text=True,
         timeout=COMMAND_DEADLINE,
@@ -301,6 +304,7 @@ def test_tasks_a_short_drain_cannot_run_are_handed_off_and_run_once_by_db_worker
     enqueued = json.loads(enqueuer.stdout)
     (line,) = [line for line in enqueuer.stderr.splitlines() if "shutdown_handed_off" in line]
     handed = {m["old"]: m["new"] for m in HANDED_OFF.finditer(line)}
+    job_ids.extend(handed.values())
     ran_here = {kind for kind, (pid, _) in site.rows(token).items() if pid == enqueued["pid"]}
     assert f"handed_off={len(handed)}" in line
     assert handed, "the drain ran everything: the test proves nothing"
@@ -309,36 +313,39 @@ def test_tasks_a_short_drain_cannot_run_are_handed_off_and_run_once_by_db_worker
     assert len(ran_here) + len(handed) == count, enqueuer.stderr
 
     worker_id = f"lk-handoff-{os.getpid()}-{token[:8]}"
-    log = tmp_path / "db-worker.log"
-    argv = [part.format(queue=site.queue, worker=worker_id) for part in ENGINES["database"].worker]
+    log = tmp_path / f"{durable}-worker.log"
+    argv = [part.format(queue=site.queue, worker=worker_id) for part in spec.worker]
+    if durable == "database":
+        argv += ["--backend", "durable"]  # db_worker runs one backend alias's tasks
     with log.open("wb") as sink:
-        worker = subprocess.Popen(  # the project's own worker, for its "durable" backend
-            [sys.executable, "-m", "django", *argv, "--backend", "durable"],
-            env=site.env("handoff"),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+        worker = subprocess.Popen(  # the project's own worker for its "durable" backend
+            [sys.executable, "-m", "django", *argv], env=env, stdout=sink, stderr=subprocess.STDOUT
         )
     try:
         deadline = time.monotonic() + RESULT_DEADLINE
         while len(rows := site.rows(token)) < count:  # site.rows fails on a task run twice
             assert time.monotonic() < deadline, f"{len(rows)}/{count} rows: {log.read_text()}"
             time.sleep(0.1)  # a poll: the deadline above bounds it
+        fetched = json.loads(
+            subprocess.run(
+                [sys.executable, "-m", "django", "engine_demo", "durable", *handed.values()],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=COMMAND_DEADLINE,
+                check=True,
+            ).stdout
+        )
     finally:
         try:
             returncode = stop(worker)
         finally:
-            print(f"db_worker log:\n{log.read_text(errors='replace')}")  # shown on failure
+            print(f"{durable} worker log:\n{log.read_text(errors='replace')}")  # shown on failure
 
     rows = site.rows(token)
     assert rows.keys() == {f"n{n}" for n in range(count)}
-    by_worker = {kind for kind, (pid, _) in rows.items() if pid == worker.pid}
+    by_worker = {kind for kind, (pid, ppid) in rows.items() if worker.pid in (pid, ppid)}
     assert by_worker == {f"n{n}" for n in range(count)} - ran_here
     assert len(by_worker) == len(handed)
-    with psycopg.connect(dbname=site.database, **PG) as conn:
-        statuses = conn.execute(
-            "SELECT status, count(*) FROM django_tasks_database_dbtaskresult WHERE id = ANY(%s) "
-            "GROUP BY status",
-            ([uuid.UUID(new) for new in handed.values()],),
-        ).fetchall()
-    assert statuses == [("SUCCESSFUL", len(handed))]
+    assert [r["status"] for r in fetched["results"]] == ["SUCCESSFUL"] * len(handed)
     assert returncode == 0

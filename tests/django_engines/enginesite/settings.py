@@ -55,8 +55,8 @@ BACKENDS: dict[str, dict[str, Any]] = {
 }
 
 TASKS = {"default": {**BACKENDS[ENGINE], "QUEUES": QUEUES}}
-if ENGINE == "handoff":
-    TASKS["durable"] = {**BACKENDS["database"], "QUEUES": QUEUES}
+if ENGINE == "handoff":  # LK_HANDOFF_TO: the durable engine, "database" (default) or "rq"
+    TASKS["durable"] = {**BACKENDS[os.environ.get("LK_HANDOFF_TO", "database")], "QUEUES": QUEUES}
     # Two at a time, and a drain too short for them all: the rest is handed off.
     LOOPKEEPER = {"MAX_CONCURRENCY": 2, "SHUTDOWN_TIMEOUT": 1}
 

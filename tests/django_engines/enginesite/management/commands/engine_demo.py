@@ -8,6 +8,8 @@ The same code for every engine, as a view or a script of a real project would be
 - ``engine_demo many TOKEN COUNT`` enqueues ``record_numbered(TOKEN, n)`` for n in
   ``range(COUNT)`` on ``settings.QUEUE`` and returns at once (the process then exits,
   and its exit drain does what it can).
+- ``engine_demo durable ID...`` (the ``handoff`` engine) fetches results of
+  ``record_numbered`` by id from the backend ``durable``.
 - ``engine_demo results SYNC_ID ASYNC_ID [--wait S]`` fetches both results by id, as any
   process of the project may, waiting for them to finish; if the backend has no such result
   (an in-process backend's live in the process that enqueued them), both are ``MISSING``.
@@ -67,9 +69,11 @@ class Command(BaseCommand):
     help = "Enqueue the engines test's tasks, or read their results back, as JSON."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
-        parser.add_argument("action", choices=["enqueue", "many", "results"])
+        parser.add_argument("action", choices=["enqueue", "many", "durable", "results"])
         parser.add_argument(
-            "values", nargs="+", help="enqueue: TOKEN; many: TOKEN COUNT; results: SYNC_ID ASYNC_ID"
+            "values",
+            nargs="+",
+            help="enqueue: TOKEN; many: TOKEN COUNT; durable: ID...; results: SYNC_ID ASYNC_ID",
         )
         parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for both")
 
@@ -85,6 +89,11 @@ class Command(BaseCommand):
                 for n in range(int(count))
             ]
             self.stdout.write(json.dumps({"pid": os.getpid(), "ids": ids}))
+            return
+        if action == "durable":
+            durable = record_numbered.using(backend="durable")
+            found = [describe(durable.get_result(value)) for value in values]
+            self.stdout.write(json.dumps({"pid": os.getpid(), "results": found}))
             return
         if action == "enqueue":
             if len(values) != 1:
