@@ -113,13 +113,6 @@ def test_idle_workers_drain_in_uwsgi_atexit_once_each(serve: Serve) -> None:
         assert "uwsgi_threads_disabled" not in text, text
 
 
-@pytest.mark.xfail(
-    (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2),
-    reason="on 3.12.0-3.12.2 the master's loopkeeper starts asgiref's thread before the fork "
-    "(issue 19); with main's DjangoHooks this passed in one run and failed in another: "
-    "not strict until it is understood",
-    strict=False,
-)
 def test_workers_forked_without_at_fork_hooks_get_a_runner_of_their_own(serve: Serve) -> None:
     """The app runs a loopkeeper job while it loads, in the master, before uWSGI forks its
     workers without Python's at-fork hooks: each worker still gets a runner of its own,
