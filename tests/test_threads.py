@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 import threading
+import types
 from collections.abc import Callable
 
 import pytest
@@ -93,3 +95,23 @@ def test_prestart_asgiref_thread_starts_asgiref_s_thread_sensitive_thread(
 
     prestart_asgiref_thread()  # shut down: no error, no thread
     assert "lk-asgiref_0" not in [t.name for t in threading.enumerate()]
+
+
+@pytest.mark.parametrize(("worker_id", "started"), [(0, False), (1, True)])
+def test_prestart_asgiref_thread_starts_nothing_in_a_uwsgi_master(
+    monkeypatch: pytest.MonkeyPatch, worker_id: int, started: bool
+) -> None:
+    """In a uWSGI master (``uwsgi.worker_id()`` is 0) asgiref's thread is not started:
+    uWSGI forks its workers without at-fork hooks, and a worker's exit would join the
+    master's thread forever.  In a worker it is started as anywhere else."""
+    sync = pytest.importorskip("asgiref.sync")
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="lk-uwsgi")
+    monkeypatch.setattr(sync.SyncToAsync, "single_thread_executor", executor)
+    fake = types.ModuleType("uwsgi")
+    fake.worker_id = lambda: worker_id  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "uwsgi", fake)
+    try:
+        prestart_asgiref_thread()
+        assert ("lk-uwsgi_0" in [t.name for t in threading.enumerate()]) is started
+    finally:
+        executor.shutdown(wait=True)

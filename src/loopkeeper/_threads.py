@@ -652,9 +652,24 @@ def prestart_asgiref_thread() -> None:
     use.  Where that first use comes from a task of the exit drain, on a Python that
     refuses threads at exit, the task would fail; started now, the thread is there.  A
     no-op when asgiref is not imported or its executor is already shut down.
+
+    Also a no-op in a uWSGI master (``uwsgi.worker_id()`` is 0 there): uWSGI forks its
+    workers without Python's at-fork hooks, so a worker would inherit this thread as
+    one that looks alive but does not exist there, and Python's exit would join it
+    forever (``concurrent.futures`` joins every thread of its executors).  Each worker's
+    own runner starts the thread in the worker instead.
     """
+    if _in_uwsgi_master():
+        return
     sync = sys.modules.get("asgiref.sync")
     executor = getattr(getattr(sync, "SyncToAsync", None), "single_thread_executor", None)
     if isinstance(executor, concurrent.futures.ThreadPoolExecutor):
         with contextlib.suppress(RuntimeError):  # shut down, or no thread can start
             executor.submit(int)  # a no-op job: the executor starts its thread for it
+
+
+def _in_uwsgi_master() -> bool:
+    """True in a uWSGI master (or a process uWSGI has not made a worker yet)."""
+    uwsgi = sys.modules.get("uwsgi")  # present only inside uWSGI
+    worker_id = getattr(uwsgi, "worker_id", None)
+    return callable(worker_id) and worker_id() == 0

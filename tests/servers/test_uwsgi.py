@@ -6,6 +6,12 @@ drains in ``uwsgi.atexit``.  The app is loaded in the master before uWSGI forks 
 workers (no ``--lazy-apps``), and it runs a loopkeeper job while it loads: each worker
 must still get a runner of its own, although uWSGI forks without Python's at-fork hooks.
 
+A worker that SIGINT reaches while it is still closing a request (the client has the
+whole response, but Django's ``request_finished`` and uWSGI's own bookkeeping run after
+it) counts as busy: it exits without ``uwsgi.atexit``, and its jobs are lost.  That is
+uWSGI's rule, and the module docstring of ``loopkeeper.contrib.uwsgi`` says so; so each
+test stops the server only once the master reports every worker idle (``wait_idle``).
+
 ``pyuwsgi`` runs inside an interpreter that already has threads, so ``uwsgi.has_threads``
 is always true there: the warning for a worker without ``--enable-threads`` is tested
 with a stand-in ``uwsgi`` module in ``tests/test_server_hooks.py``.
@@ -13,15 +19,18 @@ with a stand-in ``uwsgi`` module in ``tests/test_server_hooks.py``.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from ._harness import require
+from ._harness import START_DEADLINE, Served, require
 
 if TYPE_CHECKING:
     from .conftest import Serve
@@ -42,8 +51,30 @@ def uwsgi(*args: str) -> list[str]:
         "127.0.0.1:{port}",
         "--module",
         "lktest_site.wsgi:application",
+        "--stats",
+        "127.0.0.1:{stats_port}",
         *args,
     ]
+
+
+def worker_states(served: Served) -> list[str]:
+    """Each worker's state as the master reports it on its stats socket: ``busy`` while
+    the worker has a request open, the very test ``uwsgi.atexit`` is skipped on."""
+    with socket.create_connection(("127.0.0.1", served.stats_port), timeout=10) as sock:
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return [str(worker["status"]) for worker in json.loads(b"".join(chunks))["workers"]]
+
+
+def wait_idle(served: Served) -> None:
+    """Wait until every worker has closed its last request: a SIGINT that reaches a
+    worker still closing one (after the client has the response) skips its drain."""
+    deadline = time.monotonic() + START_DEADLINE
+    while (states := worker_states(served)) != ["idle"] * len(states):
+        if time.monotonic() > deadline:
+            pytest.fail(f"workers not idle after {START_DEADLINE}s: {states}\n{served.text()}")
+        time.sleep(0.05)
 
 
 STOPS = {
@@ -66,6 +97,8 @@ def test_idle_workers_drain_in_uwsgi_atexit_once_each(serve: Serve) -> None:
         served.wait_ready()
         for key in KEYS:
             served.queue(f"{name}-{key}")
+    for served in servers.values():
+        wait_idle(served)
     for name, served in servers.items():
         served.signal(STOPS[name][1])
     for name, served in servers.items():
@@ -80,13 +113,6 @@ def test_idle_workers_drain_in_uwsgi_atexit_once_each(serve: Serve) -> None:
         assert "uwsgi_threads_disabled" not in text, text
 
 
-@pytest.mark.xfail(
-    (3, 12, 0) <= sys.version_info[:3] <= (3, 12, 2),
-    reason="on 3.12.0-3.12.2 the master's loopkeeper starts asgiref's thread before the fork "
-    "(issue 19); with main's DjangoHooks this passed in one run and failed in another: "
-    "not strict until it is understood",
-    strict=False,
-)
 def test_workers_forked_without_at_fork_hooks_get_a_runner_of_their_own(serve: Serve) -> None:
     """The app runs a loopkeeper job while it loads, in the master, before uWSGI forks its
     workers without Python's at-fork hooks: each worker still gets a runner of its own,
@@ -95,6 +121,7 @@ def test_workers_forked_without_at_fork_hooks_get_a_runner_of_their_own(serve: S
     served.wait_ready()
     for key in KEYS:
         served.queue(key)
+    wait_idle(served)
     assert served.stop(signal.SIGINT) in (0, 30), served.text()
     written = served.assert_all_written(KEYS)
     assert served.process.pid not in {pid for pid, _ in written.values()}, written
@@ -108,6 +135,7 @@ def test_worker_reload_mercy_shorter_than_the_drain_kills_it_with_the_manifest_l
     served = serve(uwsgi("--worker-reload-mercy", "2"), name="uwsgi")
     served.wait_ready()
     served.queue("lost", after=60)
+    wait_idle(served)
     served.stop(signal.SIGINT)
     text = served.text()
     assert "shutdown_started runner='loopkeeper' unfinished=2" in text, text

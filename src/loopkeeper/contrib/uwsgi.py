@@ -18,7 +18,9 @@ Run uWSGI with ``--enable-threads`` (loopkeeper logs ``uwsgi_threads_disabled`` 
 first submit without it).  Which stops drain (uWSGI 2.0):
 
 * SIGINT, or SIGTERM with ``--die-on-term``: the master sends SIGINT to each worker; an
-  idle worker drains, a worker busy with a request exits without any hook.
+  idle worker drains, a worker busy with a request exits without any hook.  A worker is
+  busy until it has closed the request, which is after the client has the response
+  (Django's ``request_finished`` runs in between).
 * A graceful stop (``--hook-master-start "unix_signal:15 gracefully_kill_them_all"``
   makes SIGTERM one) and a graceful reload (SIGHUP, ``--touch-reload``): each worker
   finishes its request, then exits through the hook and drains.  Keep
