@@ -287,7 +287,8 @@ class TaskHandle(Generic[T_co]):
         "_event",
         "_exc",
         "_expired",
-        "_from",
+        "_from_code",
+        "_from_line",
         "_func",
         "_kind",
         "_owner",
@@ -336,7 +337,9 @@ class TaskHandle(Generic[T_co]):
         self._expired = False  # loop thread: the task's own timeout fired
         self._debug = False  # DEBUG was on at submit: the task logs its routine lines
         self._carry: Callable[[], object] | None = None  # Hooks.capture()'s, run as it starts
-        self._from: tuple[types.CodeType, int] | None = None  # where submit() was called
+        # Where submit() was called: two slots, not a tuple (one object less per task).
+        self._from_code: types.CodeType | None = None
+        self._from_line = 0
         self._task: asyncio.Task[Any] | None = None  # loop thread: set while it runs
         self._timer: asyncio.TimerHandle | None = None  # loop thread: its own timeout
 
@@ -359,11 +362,11 @@ class TaskHandle(Generic[T_co]):
 
     def _submitted_from(self) -> str | None:
         """``file:line in function`` of the ``submit()`` call that made this task."""
-        where = self._from
-        if where is None:
+        code = self._from_code
+        if code is None:
             return None
-        code, line = where
-        return f"{code.co_filename}:{line} in {getattr(code, 'co_qualname', code.co_name)}"
+        name = getattr(code, "co_qualname", code.co_name)
+        return f"{code.co_filename}:{self._from_line} in {name}"
 
     @property
     def state(self) -> TaskState:

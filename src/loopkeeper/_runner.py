@@ -105,6 +105,9 @@ PosArgsT = TypeVarTuple("PosArgsT")
 GRACE: Final = 1.0  # seconds a shutdown gives cancelled tasks to end, after its deadline
 # Modules whose frames submitted_from skips, to name the user's call.
 _INTERNAL: Final = ("loopkeeper.", "django.tasks.", "django_tasks.")
+# By co_filename: is that file loopkeeper's or the Tasks framework's (skipped when taking
+# a task's submitted_from)?  One entry per file that ever called submit().
+_INTERNAL_FILES: dict[str, bool] = {}
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
@@ -390,15 +393,26 @@ class Runner:
         # Built before the lock, numbered under it: the loop thread takes the same lock for
         # every transition, so the less this thread holds it, the less the loop waits.
         handle: TaskHandle[Any] = TaskHandle(self, 0, task_name, kind, func, args, seconds)
-        handle._carry = carry
+        if carry is not None:
+            handle._carry = carry
         # Where it came from, for reports and tasks(): the first frame outside loopkeeper
         # (and Django's Tasks framework, which calls us for its enqueue()).  A code object
         # and a line, not the frame: a frame would keep the caller's locals alive.
+        # Whether a file is internal is decided once per file (by its module's name) and
+        # remembered: a lookup by the filename, whose hash the str keeps, is the cheap part.
         frame: types.FrameType | None = sys._getframe(1)
-        while frame is not None and frame.f_globals.get("__name__", "").startswith(_INTERNAL):
+        while frame is not None:
+            code = frame.f_code
+            internal = _INTERNAL_FILES.get(code.co_filename)
+            if internal is None:
+                module = frame.f_globals.get("__name__", "")
+                internal = _INTERNAL_FILES.setdefault(
+                    code.co_filename, isinstance(module, str) and module.startswith(_INTERNAL)
+                )
+            if not internal:
+                handle._from_code, handle._from_line = code, frame.f_lineno
+                break
             frame = frame.f_back
-        if frame is not None:
-            handle._from = (frame.f_code, frame.f_lineno)
         error: LoopkeeperError | None = None
         with ledger.lock:
             if ledger.closed:
