@@ -108,6 +108,7 @@ _INTERNAL: Final = ("loopkeeper.", "django.tasks.", "django_tasks.")
 # By co_filename: is that file loopkeeper's or the Tasks framework's (skipped when taking
 # a task's submitted_from)?  One entry per file that ever called submit().
 _INTERNAL_FILES: dict[str, bool] = {}
+_LINES: dict[int, int] = {}  # the line numbers of submit() calls, one object each
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
 
 # Runners whose loop thread runs and that were not shut down yet, in start order, for the
@@ -410,7 +411,8 @@ class Runner:
                     code.co_filename, isinstance(module, str) and module.startswith(_INTERNAL)
                 )
             if not internal:
-                handle._from_code, handle._from_line = code, frame.f_lineno
+                line = frame.f_lineno  # a new int object above 256: one kept per line
+                handle._from_code, handle._from_line = code, _LINES.setdefault(line, line)
                 break
             frame = frame.f_back
         error: LoopkeeperError | None = None
