@@ -37,7 +37,9 @@ included (there is no caller to hand them to); so does a return value that is no
 zone, as a worker process of a multi-process backend would run it. A task the runner
 cancels (at shutdown) is FAILED with the ``CancelledError``; a task that never started
 because the runner closed is FAILED with ``RunnerClosedError``; a deferred task whose time
-had not come when the process ended never runs (its result stays READY).
+had not come when the process ended never runs (its result stays READY).  With
+``OPTIONS["HANDOFF"]``, those that had not started go to that durable backend instead, once
+the drain has done what it could (``_hand_off``, at the end of this module).
 
 Results: ``get_result`` answers for tasks of this process only, the newest
 ``MAX_RESULTS`` per alias (oldest dropped first, finished or not); each call returns a
