@@ -111,13 +111,13 @@ _INTERNAL_FILES: dict[str, bool] = {}
 _LINES: dict[int, int] = {}  # the line numbers of submit() calls, one object each
 _MANIFEST_CAP: Final = 50  # tasks named one by one in a log line; the rest are counted
 
-# Runners whose loop thread runs and that were not shut down yet, in start order, for the
-# exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
 HandOff = Callable[[], Iterable[HandedOff | HandOffFailure]]
 """What a hand-off gives a shutdown: called on the shutdown's thread once its drain ends
 (everything finished, or the deadline passed), before it cancels anything; it gives the
 work it holds away and says what became of each piece.  See ``Runner._add_hand_off``."""
 
+# Runners whose loop thread runs and that were not shut down yet, in start order, for the
+# exit drain.  Any thread, under _LIVE_LOCK.  Cleared in a forked child.
 _LIVE: dict[Runner, None] = {}
 _LIVE_LOCK = threading.Lock()
 
@@ -681,8 +681,9 @@ class Runner:
         this runner's shutdown has drained what it could, ``hand_off()`` gives the work
         that has not started (and work that may safely run twice) to a durable system.
         A loopkeeper task it names as handed off is cancelled here and counted in the
-        report's ``handed_off``, not in ``cancelled``; one whose hand-off failed is left
-        uncancelled, so the report names it abandoned.  Any thread."""
+        report's ``handed_off``, not in ``cancelled``; one whose hand-off failed is
+        abandoned at once (it cannot start in the grace that follows), and the report
+        names it.  Any thread."""
         self._hand_offs.append(hand_off)
 
     # -- internals -----------------------------------------------------------------
