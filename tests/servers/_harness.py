@@ -160,10 +160,11 @@ class ServerProcess:
 @dataclass
 class Served(ServerProcess):
     """A server process serving the site: its port, its output and its database, and a
-    second free port (``{stats_port}`` in the command) for a server's stats socket."""
+    Unix socket path (``{stats}`` in the command) for a server's stats server: a path,
+    not a second TCP port, which another server started meanwhile could take."""
 
     directory: Path
-    stats_port: int
+    stats: Path
 
     def queue(self, key: str, after: float = 0.3) -> int:
         """Queue ``sync-<key>`` and ``async-<key>``; check neither row exists once the
@@ -218,14 +219,13 @@ def start(
     project: Path = PROJECT,
 ) -> Served:
     """Start ``command`` (which serves the site on the port ``{port}`` stands for;
-    ``{stats_port}`` is a second free port)."""
-    port = stats_port = free_port()
-    while stats_port == port:
-        stats_port = free_port()
+    ``{stats}`` is a Unix socket path in ``directory``)."""
+    port = free_port()
+    stats = directory / f"{name}.stats"
     output = directory / f"{name}.log"
     with output.open("wb") as sink:
         process = subprocess.Popen(
-            [part.format(port=port, stats_port=stats_port) for part in command],
+            [part.format(port=port, stats=stats) for part in command],
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -233,7 +233,7 @@ def start(
             cwd=project,
             start_new_session=True,  # its workers too can be ended as one group
         )
-    return Served(process, port, output, directory, stats_port)
+    return Served(process, port, output, directory, stats)
 
 
 def end(process: subprocess.Popen[bytes]) -> None:

@@ -52,7 +52,7 @@ def uwsgi(*args: str) -> list[str]:
         "--module",
         "lktest_site.wsgi:application",
         "--stats",
-        "127.0.0.1:{stats_port}",
+        "{stats}",
         *args,
     ]
 
@@ -60,7 +60,9 @@ def uwsgi(*args: str) -> list[str]:
 def worker_states(served: Served) -> list[str]:
     """Each worker's state as the master reports it on its stats socket: ``busy`` while
     the worker has a request open, the very test ``uwsgi.atexit`` is skipped on."""
-    with socket.create_connection(("127.0.0.1", served.stats_port), timeout=10) as sock:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(served.stats))
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)
