@@ -9,8 +9,13 @@ Django itself.)
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import django
@@ -30,6 +35,7 @@ if django.VERSION < (6, 0):  # the Tasks framework comes from the django-tasks b
 SESSION_LOOPKEEPER = {"MAX_CONCURRENCY": 2, "SHUTDOWN_TIMEOUT": 10}
 
 BACKEND = "loopkeeper.contrib.django.backends.LoopkeeperBackend"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 if not settings.configured:
     settings.configure(
@@ -90,3 +96,24 @@ def _no_tasks_left(wait_until: Callable[..., None]) -> Iterator[None]:
         return stats.pending == 0 and stats.running == 0
 
     wait_until(idle, what="the default runner to finish the test's tasks")
+
+
+def run_django_script(tmp_path: Path, source: str) -> tuple[Any, str]:
+    """Run ``source`` in a fresh interpreter (a shutdown closes its default runner for
+    good), in ``tmp_path``, with ``EXTRA_APPS`` in it replaced by the Tasks framework's
+    app where Django needs one (the django-tasks backport on Django 5.2).  Returns the
+    JSON its last line of output printed, and its stderr."""
+    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
+    script = tmp_path / "script.py"
+    script.write_text(source.replace("EXTRA_APPS", extra))
+    proc = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr

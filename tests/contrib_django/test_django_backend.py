@@ -9,11 +9,7 @@ django-tasks backport below.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -21,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import django
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -45,9 +40,7 @@ from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBa
 from loopkeeper.contrib.django.hygiene import DjangoHooks
 
 from . import tasks
-from .conftest import BACKEND, WaitFinished
-
-SRC = Path(__file__).resolve().parents[2] / "src"
+from .conftest import BACKEND, WaitFinished, run_django_script
 
 # -- the backend and its settings ----------------------------------------------------------
 
@@ -579,20 +572,7 @@ def test_overload_and_shutdown_show_in_enqueue_and_results(tmp_path: Path) -> No
     the runner cancels is FAILED with CancelledError, a task still waiting for a slot is
     FAILED with RunnerClosedError, a deferred task whose time has not come stays READY
     (it lived in this process only), and a later ``enqueue`` raises RunnerClosedError."""
-    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
-    script = tmp_path / "shutdown_tasks.py"
-    script.write_text(_SHUTDOWN_SCRIPT.replace("EXTRA_APPS", extra))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen, _ = run_django_script(tmp_path, _SHUTDOWN_SCRIPT)
     assert seen["held"] == ["FAILED", ["asyncio.exceptions.CancelledError"]]
     assert seen["queued"] == ["FAILED", ["loopkeeper.RunnerClosedError"]]
     assert seen["deferred"] == ["READY", []]

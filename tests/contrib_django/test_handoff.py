@@ -10,14 +10,9 @@ same on PostgreSQL, with ``db_worker`` as a separate process and 50 tasks, is in
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-import django
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
@@ -25,9 +20,8 @@ from django.test import override_settings
 from loopkeeper.contrib.django._tasks_compat import task_backends
 
 from . import tasks
-from .conftest import BACKEND
+from .conftest import BACKEND, run_django_script
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 DURABLE = {"BACKEND": "django_tasks_db.DatabaseBackend"}
 
 
@@ -205,22 +199,8 @@ print(json.dumps(out))
 
 
 def run_script(tmp_path: Path) -> dict[str, Any]:
-    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
-    script = tmp_path / "handoff_tasks.py"
-    script.write_text(_SCRIPT.replace("EXTRA_APPS", extra))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
-    seen["stderr"] = proc.stderr
-    return seen
+    seen, stderr = run_django_script(tmp_path, _SCRIPT)
+    return {**seen, "stderr": stderr}
 
 
 @pytest.fixture(scope="module")
@@ -363,19 +343,6 @@ def test_thousands_waiting_for_a_slot_at_shutdown_all_fail_with_runner_closed(
     FAILED with RunnerClosedError: the slot freed at the deadline refuses them one after
     the other (it used to recurse once per task, and ended in RecursionError with most of
     them left READY)."""
-    extra = '["django_tasks"]' if django.VERSION < (6, 0) else "[]"
-    script = tmp_path / "many_waiting.py"
-    script.write_text(_MANY_WAITING_SCRIPT.replace("EXTRA_APPS", extra))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "PYTHONPATH": str(SRC)},
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert seen == {"FAILED ['loopkeeper.RunnerClosedError']": 3_000}, proc.stderr[-2000:]
-    assert "RecursionError" not in proc.stderr
+    seen, stderr = run_django_script(tmp_path, _MANY_WAITING_SCRIPT)
+    assert seen == {"FAILED ['loopkeeper.RunnerClosedError']": 3_000}, stderr[-2000:]
+    assert "RecursionError" not in stderr
