@@ -63,7 +63,7 @@ import os
 import secrets
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from traceback import format_exception
@@ -701,12 +701,12 @@ def _hand_off() -> Iterator[HandedOff | HandOffFailure]:
         )
         for job in (*queued, *in_runner):
             job.gone = True
-    left = [(job, None) for job in queued] + [(job, job.handle) for job in in_runner]
+    left = deque([(job, None) for job in queued] + [(job, job.handle) for job in in_runner])
     try:
         while left:
             job, handle = left[0]
             yield _give(job, handle)
-            left.pop(0)
+            left.popleft()  # given: only now, so that an interruption in _give keeps it
     finally:
         for job, handle in left:  # interrupted: what was not given stays, as without HANDOFF
             _keep(job, handle, loopkeeper.RunnerClosedError(loopkeeper.get_runner().name))
