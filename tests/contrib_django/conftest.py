@@ -117,3 +117,37 @@ def run_django_script(tmp_path: Path, source: str) -> tuple[Any, str]:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+# The start of a script for run_django_script: Django on LoopkeeperBackend with one
+# MAX_CONCURRENCY slot and MAX_PENDING (fill in: .format(max_pending=N)); a task ``hold``
+# that takes the slot for good (``started`` is set once it has it) and a task ``waiting``.
+ONE_SLOT_SCRIPT = """
+import asyncio, json, threading, time
+from datetime import timedelta
+import django
+from django.conf import settings
+
+settings.configure(
+    INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
+    USE_TZ=True,
+    LOGGING_CONFIG=None,
+    LOOPKEEPER={{"MAX_CONCURRENCY": 1, "MAX_PENDING": {max_pending}}},
+    TASKS={{"default": {{"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}}}},
+)
+django.setup()
+import loopkeeper
+from django.utils import timezone
+from loopkeeper.contrib.django._tasks_compat import task
+
+started = threading.Event()
+
+@task
+async def hold() -> None:
+    started.set()
+    await asyncio.Event().wait()
+
+@task
+def waiting() -> None:
+    pass
+"""

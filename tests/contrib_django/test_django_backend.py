@@ -40,7 +40,7 @@ from loopkeeper.contrib.django.backends import DEFAULT_MAX_RESULTS, LoopkeeperBa
 from loopkeeper.contrib.django.hygiene import DjangoHooks
 
 from . import tasks
-from .conftest import BACKEND, WaitFinished, run_django_script
+from .conftest import BACKEND, ONE_SLOT_SCRIPT, WaitFinished, run_django_script
 
 # -- the backend and its settings ----------------------------------------------------------
 
@@ -516,35 +516,9 @@ def test_on_commit_enqueues_after_commit(finished: WaitFinished) -> None:
 
 # -- shutdown -----------------------------------------------------------------------------------
 
-_SHUTDOWN_SCRIPT = """
-import asyncio, json, threading
-from datetime import timedelta
-import django
-from django.conf import settings
-
-settings.configure(
-    INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
-    USE_TZ=True,
-    LOGGING_CONFIG=None,
-    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 3},
-    TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
-)
-django.setup()
-import loopkeeper
-from django.utils import timezone
-from loopkeeper.contrib.django._tasks_compat import task
-
-started = threading.Event()
-
-@task
-async def hold() -> None:
-    started.set()
-    await asyncio.Event().wait()
-
-@task
-def waiting() -> None:
-    pass
-
+_SHUTDOWN_SCRIPT = (
+    ONE_SLOT_SCRIPT.format(max_pending=3)
+    + """
 def refused() -> str:
     try:
         waiting.enqueue()
@@ -565,6 +539,7 @@ for label, result in [("held", held), ("queued", queued[1]), ("deferred", deferr
 out["cancelled"] = report.cancelled
 print(json.dumps(out))
 """
+)
 
 
 def test_overload_and_shutdown_show_in_enqueue_and_results(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from django.test import override_settings
 from loopkeeper.contrib.django._tasks_compat import task_backends
 
 from . import tasks
-from .conftest import BACKEND, run_django_script
+from .conftest import BACKEND, ONE_SLOT_SCRIPT, run_django_script
 
 DURABLE = {"BACKEND": "django_tasks_db.DatabaseBackend"}
 
@@ -289,33 +289,9 @@ def test_the_durable_worker_runs_each_handed_off_task_once(seen: dict[str, Any])
     assert seen["ran_here"] == []
 
 
-_MANY_WAITING_SCRIPT = """
-import asyncio, json, threading, time
-import django
-from django.conf import settings
-
-settings.configure(
-    INSTALLED_APPS=["loopkeeper.contrib.django"] + EXTRA_APPS,
-    USE_TZ=True,
-    LOGGING_CONFIG=None,
-    LOOPKEEPER={"MAX_CONCURRENCY": 1, "MAX_PENDING": 5_000},
-    TASKS={"default": {"BACKEND": "loopkeeper.contrib.django.backends.LoopkeeperBackend"}},
-)
-django.setup()
-import loopkeeper
-from loopkeeper.contrib.django._tasks_compat import task
-
-started = threading.Event()
-
-@task
-async def hold() -> None:
-    started.set()
-    await asyncio.Event().wait()
-
-@task
-def waiting() -> None:
-    pass
-
+_MANY_WAITING_SCRIPT = (
+    ONE_SLOT_SCRIPT.format(max_pending=5_000)
+    + """
 hold.enqueue()
 assert started.wait(10)
 results = [waiting.enqueue() for _ in range(3_000)]
@@ -334,6 +310,7 @@ for result in results:
     seen[key] = seen.get(key, 0) + 1
 print(json.dumps(seen))
 """
+)
 
 
 def test_thousands_waiting_for_a_slot_at_shutdown_all_fail_with_runner_closed(
